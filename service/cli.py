@@ -1,0 +1,208 @@
+"""The `lifeline` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from service.kit.logs import configure_logging
+from service.kit.settings import Settings, get_settings
+
+log = logging.getLogger("lifeline")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate(settings: Settings) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config.attributes["database_url"] = settings.database_url
+    command.upgrade(config, "head")
+
+
+def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings)
+    print("database is at the latest schema")
+    return 0
+
+
+def _uvicorn(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    import uvicorn
+
+    if workers > 1:
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+        return
+    from service.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings)
+    print(
+        f"Lifeline on http://{args.host}:{args.port}  (database {settings.database_url}, "
+        f"broker {settings.broker_url}); create a write key with `lifeline sources create NAME`"
+    )
+    _uvicorn(settings, args.host, args.port)
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    _uvicorn(settings, args.host, args.port, args.workers)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import run_workers
+
+    if settings.broker_url.startswith("memory://"):
+        print(
+            "lifeline worker needs a shared broker: set LIFELINE_BROKER_URL to redis://... or "
+            "amqp://... (with the in-process broker, `lifeline serve` runs the worker itself)",
+            file=sys.stderr,
+        )
+        return 2
+    run_workers(settings, args.processes, args.threads)
+    return 0
+
+
+def _cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from workers.runtime import build_runtime
+    from workers.scheduler import run_scheduler
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runtime = build_runtime(settings)
+    try:
+        run_scheduler(runtime, stop)
+    finally:
+        runtime.close()
+    return 0
+
+
+def _with_session(settings: Settings, work: Callable[..., int]) -> int:
+    from service.kit.db import create_sync_engine, unit_of_work
+
+    engine = create_sync_engine(settings.database_url)
+    try:
+        with unit_of_work(engine) as uow:
+            return work(uow.session)
+    finally:
+        engine.dispose()
+
+
+def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
+    from service.ingest import sources
+
+    def create(session: object) -> int:
+        created = sources.create_source(session, args.name)  # type: ignore[arg-type]
+        print(f"created source {created.name!r}; its write key (shown only once):")
+        print(created.write_key)
+        return 0
+
+    def list_(session: object) -> int:
+        rows = sources.list_sources(session)  # type: ignore[arg-type]
+        if not rows:
+            print("no sources yet: lifeline sources create NAME")
+        for s in rows:
+            state = f"revoked {s.revoked_at:%Y-%m-%d %H:%M}" if s.revoked_at else "active"
+            print(f"{s.name}\t{s.key_prefix}...\tcreated {s.created_at:%Y-%m-%d %H:%M}\t{state}")
+        return 0
+
+    def revoke(session: object) -> int:
+        sources.revoke_source(session, args.name)  # type: ignore[arg-type]
+        print(f"revoked source {args.name!r}: its write key is refused from now on")
+        return 0
+
+    action = {"create": create, "list": list_, "revoke": revoke}[args.action]
+    try:
+        return _with_session(settings, action)
+    except sources.SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifeline",
+        description="Lifeline: user lifecycle engagement. Settings come from LIFELINE_* "
+        "environment variables (see README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace, Settings], int], help_: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    serve = add(
+        "serve",
+        _cmd_serve,
+        "Run everything in one process (migrates the database "
+        "first). The embedded default needs no other service.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
+    api = add("api", _cmd_api, "Run the HTTP API (production; run migrate first).")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+
+    worker = add("worker", _cmd_worker, "Run Dramatiq worker processes (production).")
+    worker.add_argument("--processes", type=int, default=2)
+    worker.add_argument("--threads", type=int, default=8)
+
+    add("scheduler", _cmd_scheduler, "Run the scheduler: sweeps that re-enqueue lost work.")
+    add("migrate", _cmd_migrate, "Upgrade the database to the latest schema.")
+
+    src = add("sources", _cmd_sources, "Manage event sources and their write keys.")
+    actions = src.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("create", help="create a source; prints its write key last").add_argument(
+        "name"
+    )
+    actions.add_parser("list", help="list sources")
+    actions.add_parser("revoke", help="revoke a source's write key").add_argument("name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic's ValidationError names the bad variable
+        print(f"error: invalid LIFELINE_* setting:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    return handler(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

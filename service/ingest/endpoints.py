@@ -1,0 +1,134 @@
+"""The Segment-compatible tracking endpoints: /v1/identify, /v1/track, ..., /v1/batch."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+
+from service.ingest.schemas import (
+    CALL_TYPES,
+    MAX_REQUEST_BYTES,
+    BatchEnvelope,
+    Call,
+    InvalidRequest,
+    parse_batch,
+    parse_single,
+)
+from service.ingest.service import store_events
+from service.kit.db import async_unit_of_work, utcnow
+from service.kit.http import JSON
+from service.kit.state import AppState
+
+router = APIRouter(prefix="/v1", tags=["tracking"])
+
+OK = JSON({"success": True})
+
+
+def _write_key(request: Request) -> str | None:
+    """Segment's libraries send the write key as the Basic username; Bearer is accepted too."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    return None
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, decompressed, refusing anything over the 500 KB limit."""
+    too_large = InvalidRequest(
+        413, f"request body exceeds the limit of {MAX_REQUEST_BYTES} bytes (500 KB)"
+    )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, MAX_REQUEST_BYTES + 1)
+        except zlib.error:
+            raise InvalidRequest(400, "the body is not valid gzip") from None
+        if len(body) > MAX_REQUEST_BYTES:
+            raise too_large
+    elif encoding != "identity":
+        raise InvalidRequest(415, f"unsupported Content-Encoding {encoding!r}; use gzip")
+    return body
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(400, f"the body is not valid JSON: {exc}") from None
+
+
+async def _authenticate(request: Request, state: AppState) -> int:
+    key = _write_key(request)
+    source_id = await state.sources.source_id(key) if key else None
+    if source_id is None:
+        raise InvalidRequest(
+            401, "missing, unknown or revoked write key (send it as the Basic auth username)"
+        )
+    return source_id
+
+
+async def _accept(
+    request: Request, calls: list[Call], source_id: int, envelope: BatchEnvelope | None = None
+) -> JSON:
+    state: AppState = request.app.state.lifeline
+    received_at = utcnow()
+    async with async_unit_of_work(state.engine, state.send_job) as uow:
+        await store_events(uow, source_id, calls, received_at, envelope)
+    return OK
+
+
+@router.post("/batch", summary="Send many calls in one request (what Segment's libraries use)")
+async def batch(request: Request) -> JSON:
+    state: AppState = request.app.state.lifeline
+    source_id = await _authenticate(request, state)
+    payload = _load_json(await _read_body(request))
+    items = payload.get("batch") if isinstance(payload, dict) else None
+    sizes = [len(orjson.dumps(item)) for item in items] if isinstance(items, list) else []
+    envelope, calls = parse_batch(payload, sizes)
+    return await _accept(request, calls, source_id, envelope)
+
+
+def _single_endpoint(call_type: str) -> Any:
+    async def endpoint(request: Request) -> JSON:
+        state: AppState = request.app.state.lifeline
+        source_id = await _authenticate(request, state)
+        body = await _read_body(request)
+        calls = parse_single(_load_json(body), call_type, len(body))
+        return await _accept(request, calls, source_id)
+
+    endpoint.__name__ = call_type
+    return endpoint
+
+
+for _call_type in CALL_TYPES:
+    router.add_api_route(
+        f"/{_call_type}",
+        _single_endpoint(_call_type),
+        methods=["POST"],
+        summary=f"Send one {_call_type} call",
+    )

@@ -1,0 +1,8 @@
+"""Imports every model module, so Base.metadata knows every table (migrations, tests)."""
+
+from __future__ import annotations
+
+
+def import_all_models() -> None:
+    import service.ingest.models
+    import service.users.models  # noqa: F401

@@ -1,0 +1,102 @@
+"""Processing an accepted event: profile and identity now; lifecycle and rules plug in here.
+
+Processing is idempotent: events are claimed with their row locks and marked processed in the
+same transaction as everything processing changes, so a job delivered twice does nothing the
+second time, and a worker that dies mid-way leaves the events for the sweeper.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.ingest.models import Event
+from service.kit.db import utcnow
+from service.users import service as users
+from service.users.models import User
+
+log = logging.getLogger(__name__)
+
+
+def claim_unprocessed(session: Session, event_ids: list[int]) -> list[Event]:
+    """Lock the events of `event_ids` still unprocessed; one held by another worker is skipped."""
+    return list(
+        session.scalars(
+            select(Event)
+            .where(Event.id.in_(event_ids), Event.processed_at.is_(None))
+            .order_by(Event.timestamp, Event.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def process_events(session: Session, event_ids: list[int]) -> int:
+    """Process what is still unprocessed of `event_ids`; returns how many were processed."""
+    events = claim_unprocessed(session, event_ids)
+    if not events:
+        return 0
+    now = utcnow()
+    first_seen: dict[str, dt.datetime] = {}
+    for event in events:  # ordered by timestamp: the first one seen is the earliest
+        if event.user_id:
+            first_seen.setdefault(event.user_id, event.timestamp)
+    profiles = users.lock_profiles(
+        session, first_seen, also_existing={e.previous_id for e in events if e.previous_id}
+    )
+    anonymous = users.profiles_for_anonymous_ids(
+        session, {e.anonymous_id for e in events if e.anonymous_id and not e.user_id}
+    )
+    for event in events:
+        _process_one(session, event, profiles, anonymous)
+        event.processed_at = now
+    log.debug("processed %d events", len(events))
+    return len(events)
+
+
+def _process_one(
+    session: Session, event: Event, profiles: dict[str, User], anonymous: dict[str, User]
+) -> None:
+    user = profiles.get(event.user_id) if event.user_id else anonymous.get(event.anonymous_id or "")
+    if user is None:
+        return  # anonymous and not linked yet: attached later, on identify or alias
+    event.profile_id = user.id
+    if user.erased_at is not None:
+        event.properties = event.traits = event.context = None
+        return
+    users.touch(user, event)
+    if event.type == "identify" and event.traits:
+        users.apply_traits(user, event.traits, event.timestamp)
+    if event.anonymous_id and event.user_id:
+        users.link_anonymous_id(session, event.anonymous_id, user, event.timestamp)
+    if event.type == "alias" and event.previous_id:
+        _alias(session, event.previous_id, user, profiles, event.timestamp)
+
+
+def _alias(
+    session: Session, previous_id: str, user: User, profiles: dict[str, User], at: dt.datetime
+) -> None:
+    previous = profiles.get(previous_id)
+    if previous is not None and previous.id != user.id and previous.erased_at is None:
+        session.flush()
+        users.merge_profile(session, previous, user)
+        profiles[previous_id] = user
+    users.link_anonymous_id(session, previous_id, user, at)
+
+
+def unprocessed_event_ids(session: Session, older_than: dt.datetime, limit: int) -> list[int]:
+    """Claim events whose processing is overdue and mark them enqueued again (for the sweeper)."""
+    ids = list(
+        session.scalars(
+            select(Event.id)
+            .where(Event.processed_at.is_(None), Event.enqueued_at < older_than)
+            .order_by(Event.enqueued_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(update(Event).where(Event.id.in_(ids)).values(enqueued_at=utcnow()))
+    return ids

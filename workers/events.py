@@ -1,0 +1,41 @@
+"""Actors and sweeps for event processing. Business logic lives in service.processing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from service.ingest.service import PROCESS_EVENTS
+from service.kit.db import unit_of_work, utcnow
+from service.processing import service as processing
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 1000
+
+
+def process_events(runtime: Runtime, event_ids: list[int]) -> None:
+    with unit_of_work(runtime.engine, runtime.send_job) as uow:
+        processing.process_events(uow.session, event_ids)
+
+
+def sweep_unprocessed(runtime: Runtime) -> int:
+    """Enqueue again the events the broker lost (or a crashed worker left); returns how many."""
+    older_than = utcnow() - dt.timedelta(seconds=runtime.settings.sweep_grace_seconds)
+    total = 0
+    while True:
+        with unit_of_work(runtime.engine, runtime.send_job) as uow:
+            ids = processing.unprocessed_event_ids(uow.session, older_than, SWEEP_BATCH)
+            for start in range(0, len(ids), 100):
+                uow.enqueue(PROCESS_EVENTS, ids[start : start + 100])
+        total += len(ids)
+        if len(ids) < SWEEP_BATCH:
+            break
+    if total:
+        log.warning(
+            "re-enqueued %d events not processed within %.0fs",
+            total,
+            runtime.settings.sweep_grace_seconds,
+        )
+    return total

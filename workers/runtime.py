@@ -1,0 +1,38 @@
+"""What a worker, scheduler or embedded process holds: settings, engine, broker, actors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+from sqlalchemy.engine import Engine
+
+from service.kit.db import JobSender, create_sync_engine
+from service.kit.settings import Settings
+from workers.broker import build_broker, job_sender
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    broker: dramatiq.Broker
+    send_job: JobSender
+
+    def close(self) -> None:
+        self.broker.close()
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    from workers.actors import declare_actors
+
+    broker = build_broker(settings.broker_url)
+    runtime = Runtime(
+        settings=settings,
+        engine=create_sync_engine(settings.database_url, settings.db_pool_size),
+        broker=broker,
+        send_job=job_sender(broker),
+    )
+    declare_actors(runtime)
+    return runtime
