@@ -8,7 +8,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/lifeline: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
