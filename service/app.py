@@ -8,14 +8,18 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.ingest.dispatch import EventDispatcher
 from service.ingest.endpoints import router as ingest_router
 from service.ingest.schemas import InvalidRequest
 from service.ingest.sources import SourceCache
+from service.ingest.writer import event_writer
 from service.kit.db import create_async_db_engine
 from service.kit.http import JSON
 from service.kit.settings import Settings, get_settings
@@ -42,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             engine=engine,
             sources=SourceCache(engine, settings.source_cache_seconds),
-            send_job=runtime.send_job,
+            writer=await event_writer(engine, settings.database_url, settings.db_pool_size),
+            dispatcher=EventDispatcher(runtime.send_job),
             ping_broker=lambda: ping(runtime.broker),
         )
         embedded = settings.broker_url.startswith("memory://")
@@ -57,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.lifeline.dispatcher.close()
+            await app.state.lifeline.writer.close()
             if embedded:
                 stop.set()
                 worker.stop()
@@ -115,6 +122,19 @@ def _error_handlers(app: FastAPI) -> None:
             {"success": False, "error": exc.detail},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(OSError)
+    async def database_unavailable(_request: Request, exc: Exception) -> JSON:
+        # Nothing was stored; Segment's libraries retry a 503.
+        log.error("database error: %s", type(exc).__name__)
+        return JSON(
+            {"success": False, "error": "the database is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(RequestValidationError)

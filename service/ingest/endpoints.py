@@ -19,8 +19,8 @@ from service.ingest.schemas import (
     parse_batch,
     parse_single,
 )
-from service.ingest.service import store_events
-from service.kit.db import async_unit_of_work, utcnow
+from service.ingest.service import event_rows
+from service.kit.db import utcnow
 from service.kit.http import JSON
 from service.kit.state import AppState
 
@@ -95,10 +95,10 @@ async def _authenticate(request: Request, state: AppState) -> int:
 async def _accept(
     request: Request, calls: list[Call], source_id: int, envelope: BatchEnvelope | None = None
 ) -> JSON:
+    """Commit the new events, then hand them to the workers; only then answer 200."""
     state: AppState = request.app.state.lifeline
-    received_at = utcnow()
-    async with async_unit_of_work(state.engine, state.send_job) as uow:
-        await store_events(uow, source_id, calls, received_at, envelope)
+    new_ids = await state.writer.insert(event_rows(source_id, calls, utcnow(), envelope))
+    state.dispatcher.add(new_ids)
     return OK
 
 

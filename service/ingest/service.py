@@ -1,4 +1,4 @@
-"""Accepting events: one INSERT per request, repeats ignored, processing enqueued after commit."""
+"""Turning validated Segment calls into event rows."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import column
-
-from service.ingest.models import Event
 from service.ingest.schemas import BatchEnvelope, Call
-from service.kit.db import AsyncUnitOfWork, insert_ignoring_conflicts
 
 PROCESS_EVENTS = "process_events"
 
@@ -57,28 +53,18 @@ def _row(
         "timestamp": corrected_timestamp(call.timestamp, sent_at, received_at),
         "received_at": received_at,
         "enqueued_at": received_at,
-        "processed_at": None,
     }
 
 
-async def store_events(
-    uow: AsyncUnitOfWork,
+def event_rows(
     source_id: int,
     calls: list[Call],
     received_at: dt.datetime,
     envelope: BatchEnvelope | None = None,
-) -> list[int]:
-    """Store the calls not seen before (by messageId, per source); returns the new event ids."""
+) -> list[dict[str, Any]]:
+    """The rows to store for `calls`; a messageId repeated inside one request counts once."""
     rows: dict[str, dict[str, Any]] = {}
     for call in calls:
         row = _row(call, source_id, received_at, envelope)
-        rows.setdefault(row["message_id"], row)  # a repeat inside one request counts once
-    conn = await uow.session.connection()
-    stmt = insert_ignoring_conflicts(
-        Event.__table__, conn.dialect.name, ["source_id", "message_id"]
-    ).returning(column("id"))
-    result = await conn.execute(stmt, list(rows.values()))
-    new_ids = list(result.scalars())
-    if new_ids:
-        uow.enqueue(PROCESS_EVENTS, new_ids)
-    return new_ids
+        rows.setdefault(row["message_id"], row)
+    return list(rows.values())

@@ -113,7 +113,7 @@ def create_async_db_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         _tune_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=600
     )
 
 
@@ -164,7 +164,7 @@ async def async_unit_of_work(
         uow = AsyncUnitOfWork(session)
         async with session.begin():
             yield uow
-    _send_jobs(uow, send_job)
+    _send_jobs(uow, send_job)  # a broker call: brief, and it never raises (see JobSender)
 
 
 def _send_jobs(uow: UnitOfWork, send_job: JobSender | None) -> None:

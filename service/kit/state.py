@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.ingest.dispatch import EventDispatcher
 from service.ingest.sources import SourceCache
-from service.kit.db import JobSender
+from service.ingest.writer import EventWriter
 from service.kit.settings import Settings
 
 
@@ -17,5 +18,6 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sources: SourceCache
-    send_job: JobSender
+    writer: EventWriter
+    dispatcher: EventDispatcher
     ping_broker: Callable[[], None]
