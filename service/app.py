@@ -12,9 +12,10 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.engine.endpoints import router as rules_router
 from service.ingest.dispatch import EventDispatcher
 from service.ingest.endpoints import router as ingest_router
 from service.ingest.schemas import InvalidRequest
@@ -22,6 +23,7 @@ from service.ingest.sources import SourceCache
 from service.ingest.writer import event_writer
 from service.kit.db import create_async_db_engine
 from service.kit.http import JSON
+from service.kit.logs import configure_logging
 from service.kit.settings import Settings, get_settings
 from service.kit.state import AppState
 from service.users.endpoints import router as users_router
@@ -36,7 +38,11 @@ EMBEDDED_WORKER_THREADS = 4
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    """The app; without settings (uvicorn's factory, one per API worker process) it reads
+    them from the environment and sets up logging itself."""
+    if settings is None:
+        settings = get_settings()
+        configure_logging(settings.log_level)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             writer=await event_writer(engine, settings.database_url, settings.db_pool_size),
             dispatcher=EventDispatcher(runtime.send_job),
             ping_broker=lambda: ping(runtime.broker),
+            rules=runtime.rules,
         )
+        await asyncio.to_thread(runtime.rules.reload_if_changed)  # load errors show at start
         embedded = settings.broker_url.startswith("memory://")
         stop = threading.Event()
         if embedded:
@@ -80,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(ingest_router)
     app.include_router(users_router)
+    app.include_router(rules_router)
     _health_routes(app)
     _error_handlers(app)
     return app
@@ -124,8 +133,8 @@ def _error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    @app.exception_handler(DBAPIError)
-    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(OSError)
     async def database_unavailable(_request: Request, exc: Exception) -> JSON:

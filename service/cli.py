@@ -146,6 +146,67 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
+def _cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    directory: Path = args.dir if args.dir is not None else settings.rules_dir
+    action: Callable[[argparse.Namespace, Path], int] = {
+        "check": _rules_check,
+        "schema": _rules_schema,
+        "simulate": _rules_simulate,
+        "test": _rules_test,
+    }[args.action]
+    return action(args, directory)
+
+
+def _rules_check(args: argparse.Namespace, directory: Path) -> int:
+    from service.engine.loader import RulesInvalid, load_rules
+
+    try:
+        ruleset = load_rules(directory)
+    except RulesInvalid as exc:
+        for error in exc.errors:
+            print(error)
+        count = len(exc.errors)
+        print(f"{count} error{'' if count == 1 else 's'}")
+        return 1
+    print(
+        f"ok: {len(ruleset.rules)} rules, {len(ruleset.templates)} templates, "
+        f"version {ruleset.version[:12]}"
+    )
+    return 0
+
+
+def _rules_simulate(args: argparse.Namespace, directory: Path) -> int:
+    from service.engine.commands import simulate_command
+
+    return simulate_command(directory, args.events, args.user, args.start, args.run_for, args.json)
+
+
+def _rules_test(args: argparse.Namespace, directory: Path) -> int:
+    from service.engine.commands import test_command
+
+    return test_command(directory)
+
+
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from service.engine.commands import explain
+
+    return _with_session(settings, lambda session: explain(session, args.user_id, args.limit))
+
+
+def _rules_schema(args: argparse.Namespace, directory: Path) -> int:
+    from service.engine.schema import write_schemas
+
+    if not directory.is_dir():
+        print(f"error: {directory} is not a folder", file=sys.stderr)
+        return 1
+    changed = write_schemas(directory)
+    for path in changed:
+        print(f"wrote {path}")
+    if not changed:
+        print(f"the JSON Schemas in {directory} are up to date")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lifeline",
@@ -189,6 +250,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser("list", help="list sources")
     actions.add_parser("revoke", help="revoke a source's write key").add_argument("name")
+
+    rules = add("rules", _cmd_rules, "Work with the rules folder (YAML rules and templates).")
+    rule_actions = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, help_ in (
+        ("check", "check every file; print each problem as file:line:column: message"),
+        ("schema", "(re)write the JSON Schemas editors use to check the YAML files"),
+    ):
+        rule_actions.add_parser(action, help=help_, description=help_).add_argument(
+            "dir",
+            nargs="?",
+            type=Path,
+            metavar="DIR",
+            help="the rules folder (default: LIFELINE_RULES_DIR, ./rules)",
+        )
+    simulate = rule_actions.add_parser(
+        "simulate",
+        help="run the rules for one user over a timeline of events on a virtual clock; "
+        "prints what would be sent, when and why, and what was skipped and why (sends nothing)",
+    )
+    simulate.add_argument("dir", nargs="?", type=Path, metavar="DIR",
+                          help="the rules folder (default: LIFELINE_RULES_DIR, ./rules)")
+    simulate.add_argument(
+        "--events", required=True, metavar="FILE.jsonl",
+        help="one Segment call per line (type defaults to track), with `timestamp` or `at` "
+        "(an offset from --start such as 2d); '-' reads standard input",
+    )
+    simulate.add_argument("--user", default="simulated-user", help="userId of the calls")
+    simulate.add_argument("--start", help="ISO time the offsets count from (default: now)")
+    simulate.add_argument("--run-for", default="30d",
+                          help="how long to keep the clock running after the last event")
+    simulate.add_argument("--json", action="store_true", help="one JSON object per line")
+    rule_actions.add_parser(
+        "test", help="run the rule tests in DIR/tests/*.yaml (given events -> expected sends)"
+    ).add_argument("dir", nargs="?", type=Path, metavar="DIR",
+                   help="the rules folder (default: LIFELINE_RULES_DIR, ./rules)")
+
+    users = add("users", _cmd_users, "Explain a user's rule decisions.")
+    user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    explain = user_actions.add_parser(
+        "explain", help="every rule decision for a user: outcome, reason and rule version"
+    )
+    explain.add_argument("user_id")
+    explain.add_argument("--limit", type=int, default=200)
     return parser
 
 

@@ -91,11 +91,20 @@ def _create_schema(url: str) -> None:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def rules_dir(tmp_path: Path) -> Path:
+    """No rules folder: ingestion and profile tests run without the rule engine. Tests of
+    the engine override this fixture with a rules folder of their own."""
+    return tmp_path / "no-rules"
+
+
+@pytest.fixture
+def settings(database_url: str, rules_dir: Path) -> Settings:
     return Settings(
         database_url=database_url,
         broker_url="memory://",
         admin_token=ADMIN_TOKEN,
+        rules_dir=rules_dir,
+        scheduler_interval_seconds=0.1,
         sweep_interval_seconds=0.2,
         sweep_grace_seconds=1.0,
         source_cache_seconds=0,

@@ -16,8 +16,9 @@ SWEEP_BATCH = 1000
 
 
 def process_events(runtime: Runtime, event_ids: list[int]) -> None:
+    rules = runtime.rules.current()  # RulesUnavailable: retried, and swept again later
     with unit_of_work(runtime.engine, runtime.send_job) as uow:
-        processing.process_events(uow.session, event_ids)
+        processing.process_events(uow.session, event_ids, rules)
 
 
 def sweep_unprocessed(runtime: Runtime) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dramatiq
 from sqlalchemy.engine import Engine
 
+from service.engine.registry import RuleRegistry
 from service.kit.db import JobSender, create_sync_engine
 from service.kit.settings import Settings
 from workers.broker import build_broker, job_sender
@@ -18,6 +19,7 @@ class Runtime:
     engine: Engine
     broker: dramatiq.Broker
     send_job: JobSender
+    rules: RuleRegistry
 
     def close(self) -> None:
         self.broker.close()
@@ -33,6 +35,7 @@ def build_runtime(settings: Settings) -> Runtime:
         engine=create_sync_engine(settings.database_url, settings.db_pool_size),
         broker=broker,
         send_job=job_sender(broker),
+        rules=RuleRegistry(settings.rules_dir),
     )
     declare_actors(runtime)
     return runtime

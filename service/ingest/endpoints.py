@@ -77,9 +77,37 @@ async def _read_body(request: Request) -> bytes:
 
 def _load_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(400, f"the body is not valid JSON: {exc}") from None
+    if b"\\u0000" in body:  # a byte search first, so the usual body pays nothing more
+        _refuse_nul(payload)
+    return payload
+
+
+def _refuse_nul(payload: Any) -> None:
+    """PostgreSQL keeps no NUL character in text or JSON: that is the client's error, not a 5xx."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(payload, ())]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((item, (*loc, key)) for key, item in value.items())
+            bad = next((key for key in value if "\x00" in key), None)
+        elif isinstance(value, list):
+            stack.extend((item, (*loc, i)) for i, item in enumerate(value))
+            bad = None
+        else:
+            bad = "" if isinstance(value, str) and "\x00" in value else None
+        if bad is None:
+            continue
+        loc = (*loc, bad) if bad else loc
+        entry: dict[str, Any] = {}
+        if len(loc) > 1 and loc[0] == "batch" and isinstance(loc[1], int):
+            entry["index"], loc = loc[1], loc[2:]
+        entry["field"] = ".".join(str(part) for part in loc) or None
+        entry["message"] = "text may not contain the NUL character (\\u0000)"
+        where = f"batch[{entry['index']}]." if "index" in entry else ""
+        raise InvalidRequest(400, f"{where}{entry['field']}: {entry['message']}", [entry])
 
 
 async def _authenticate(request: Request, state: AppState) -> int:
@@ -95,7 +123,7 @@ async def _authenticate(request: Request, state: AppState) -> int:
 async def _accept(
     request: Request, calls: list[Call], source_id: int, envelope: BatchEnvelope | None = None
 ) -> JSON:
-    """Commit the new events, then hand them to the workers; only then answer 200."""
+    """Commit the new events, answer 200, and hand them to the workers (see dispatch.py)."""
     state: AppState = request.app.state.lifeline
     new_ids = await state.writer.insert(event_rows(source_id, calls, utcnow(), envelope))
     state.dispatcher.add(new_ids)

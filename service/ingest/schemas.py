@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -38,8 +39,24 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+# asyncpg writes the first and last datetimes as -infinity and infinity, which no reader takes
+# back, and 0001-01-01T00:00+01:00 is no datetime at all in UTC: accept a day short of either end.
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(days=1)
+
+
+def _storable_instant(value: dt.datetime) -> dt.datetime:
+    try:
+        utc = value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not _EARLIEST <= utc <= _LATEST:
+        raise ValueError("time out of range: 0001-01-02 to 9999-12-30 in UTC")
+    return value
+
+
 Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=200)]
-Timestamp = Annotated[dt.datetime, Field()]
+Timestamp = Annotated[dt.datetime, AfterValidator(_storable_instant)]
 
 
 class Call(BaseModel):
@@ -71,6 +88,13 @@ class Call(BaseModel):
 class Identify(Call):
     type: Literal["identify"] = "identify"
     traits: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _traits_from_context(self) -> Identify:
+        """RudderStack's libraries send an identify's traits in context.traits only."""
+        if self.traits is None and self.context and isinstance(self.context.get("traits"), dict):
+            self.traits = self.context["traits"]
+        return self
 
 
 class Track(Call):
@@ -134,7 +158,15 @@ class InvalidRequest(Exception):
         self.errors = errors or []
 
     def body(self) -> dict[str, Any]:
-        return {"success": False, "error": self.message, "errors": self.errors}
+        # `code` and `message` as well: RudderStack's library reads those two from any error.
+        code = {401: "unauthorized", 413: "too_large"}.get(self.status, "invalid_request")
+        return {
+            "success": False,
+            "error": self.message,
+            "errors": self.errors,
+            "code": code,
+            "message": self.message,
+        }
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -19,7 +19,10 @@ def corrected_timestamp(
         return received_at
     if sent_at is None:
         return timestamp
-    return timestamp + (received_at - sent_at)
+    try:
+        return timestamp + (received_at - sent_at)
+    except OverflowError:  # an absurd sentAt: a correction past year 1 or 9999 helps no one
+        return timestamp
 
 
 def _row(

@@ -58,6 +58,8 @@ class SqlAlchemyEventWriter:
         ).returning(column("id"))
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        if not rows:
+            return []
         async with self.engine.begin() as conn:
             result = await conn.execute(self.statement, rows)
             return list(result.scalars())
@@ -94,6 +96,8 @@ class PostgresEventWriter:
         return cls(pool)
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        if not rows:
+            return []
         columns = [
             [_json(row[name]) for row in rows]
             if name in JSON_COLUMNS

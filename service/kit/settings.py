@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         description="Bearer token for the admin API. Unset: the admin API answers 401.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    scheduler_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the scheduler wakes due journeys and users."
+    )
     sweep_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often the scheduler looks for stuck events."
     )

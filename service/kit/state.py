@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.engine.registry import RuleRegistry
 from service.ingest.dispatch import EventDispatcher
 from service.ingest.sources import SourceCache
 from service.ingest.writer import EventWriter
@@ -21,3 +22,4 @@ class AppState:
     writer: EventWriter
     dispatcher: EventDispatcher
     ping_broker: Callable[[], None]
+    rules: RuleRegistry

@@ -10,10 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service.engine import runner
+from service.engine.index import RuleIndex
 from service.ingest.models import Event
+from service.lifecycle import service as lifecycle
 from service.kit.db import utcnow
 from service.users import service as users
 from service.users.models import User
@@ -33,12 +36,20 @@ def claim_unprocessed(session: Session, event_ids: list[int]) -> list[Event]:
     )
 
 
-def process_events(session: Session, event_ids: list[int]) -> int:
-    """Process what is still unprocessed of `event_ids`; returns how many were processed."""
+def process_events(
+    session: Session,
+    event_ids: list[int],
+    rules: RuleIndex | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Process what is still unprocessed of `event_ids`; returns how many were processed.
+
+    `rules` is the live rule set (None: no rules folder); `now` is the clock (simulations
+    pass a virtual one)."""
     events = claim_unprocessed(session, event_ids)
     if not events:
         return 0
-    now = utcnow()
+    now = now or utcnow()
     first_seen: dict[str, dt.datetime] = {}
     for event in events:  # ordered by timestamp: the first one seen is the earliest
         if event.user_id:
@@ -50,7 +61,9 @@ def process_events(session: Session, event_ids: list[int]) -> int:
         session, {e.anonymous_id for e in events if e.anonymous_id and not e.user_id}
     )
     for event in events:
-        _process_one(session, event, profiles, anonymous)
+        user = _process_one(session, event, profiles, anonymous)
+        if user is not None and rules is not None:
+            _run_rules(session, rules, user, event, now)
         event.processed_at = now
     log.debug("processed %d events", len(events))
     return len(events)
@@ -58,14 +71,15 @@ def process_events(session: Session, event_ids: list[int]) -> int:
 
 def _process_one(
     session: Session, event: Event, profiles: dict[str, User], anonymous: dict[str, User]
-) -> None:
+) -> User | None:
+    """Profile and identity; returns the (not erased) profile the event belongs to."""
     user = profiles.get(event.user_id) if event.user_id else anonymous.get(event.anonymous_id or "")
     if user is None:
-        return  # anonymous and not linked yet: attached later, on identify or alias
+        return None  # anonymous and not linked yet: attached later, on identify or alias
     event.profile_id = user.id
     if user.erased_at is not None:
         event.properties = event.traits = event.context = None
-        return
+        return None
     users.touch(user, event)
     if event.type == "identify" and event.traits:
         users.apply_traits(user, event.traits, event.timestamp)
@@ -73,6 +87,25 @@ def _process_one(
         users.link_anonymous_id(session, event.anonymous_id, user, event.timestamp)
     if event.type == "alias" and event.previous_id:
         _alias(session, event.previous_id, user, profiles, event.timestamp)
+    return user
+
+
+def _run_rules(
+    session: Session, rules: RuleIndex, user: User, event: Event, now: dt.datetime
+) -> None:
+    """Lifecycle stage, then the rules the event (and any stage change) sets off."""
+
+    def count_recent(name: str, within: dt.timedelta) -> int:
+        session.flush()
+        query = select(func.count()).where(
+            Event.profile_id == user.id, Event.name == name,
+            Event.timestamp > event.timestamp - within, Event.timestamp <= event.timestamp,
+        )
+        return int(session.scalar(query) or 0)
+
+    changes = lifecycle.on_event(session, user, event, rules.lifecycle, rules.thresholds(),
+                                 count_recent)
+    runner.handle_event(session, rules, user, event, changes, now)
 
 
 def _alias(

@@ -12,10 +12,34 @@ from service.ingest.models import Event
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work
 from service.kit.state import AppState
+from service.lifecycle.models import StageChange
 from service.users import service
 from service.users.models import User
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(require_admin)])
+
+
+class StageChangeOut(BaseModel):
+    fromStage: str | None
+    toStage: str
+    at: dt.datetime
+    cause: str
+
+
+class DecisionOut(BaseModel):
+    id: int
+    at: dt.datetime
+    outcome: str
+    reason: str
+    rule: str | None
+    ruleVersion: str | None
+    journeyId: int | None
+    eventId: int | None
+
+
+class Decisions(BaseModel):
+    decisions: list[DecisionOut]
+    next_cursor: str | None
 
 
 class Profile(BaseModel):
@@ -30,7 +54,9 @@ class Profile(BaseModel):
     firstSeenAt: dt.datetime
     lastSeenAt: dt.datetime
     erasedAt: dt.datetime | None
-    stage: str | None = None
+    stage: str | None
+    stageSince: dt.datetime | None
+    stageHistory: list[StageChangeOut]
 
 
 class TimelineEvent(BaseModel):
@@ -66,7 +92,7 @@ def _state(request: Request) -> AppState:
     return state
 
 
-def _profile(user: User, anonymous_ids: list[str]) -> Profile:
+def _profile(user: User, anonymous_ids: list[str], history: list[StageChange]) -> Profile:
     return Profile(
         userId=user.user_id,
         traits=user.traits or {},
@@ -79,6 +105,12 @@ def _profile(user: User, anonymous_ids: list[str]) -> Profile:
         firstSeenAt=user.first_seen_at,
         lastSeenAt=user.last_seen_at,
         erasedAt=user.erased_at,
+        stage=user.stage,
+        stageSince=user.stage_since,
+        stageHistory=[
+            StageChangeOut(fromStage=c.from_stage, toStage=c.to_stage, at=c.at, cause=c.cause)
+            for c in history
+        ],
     )
 
 
@@ -101,6 +133,15 @@ def _event(event: Event) -> TimelineEvent:
     )
 
 
+def _cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    # ASCII digits only (str.isdigit takes '²'), and within a 64-bit id
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise HTTPException(status_code=400, detail="cursor: not a cursor from this API")
+    return int(cursor)
+
+
 def _not_found(user_id: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"no user {user_id!r}")
 
@@ -111,7 +152,11 @@ async def get_user(user_id: str, request: Request) -> Profile:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
             raise _not_found(user_id)
-        return _profile(user, await service.anonymous_ids(uow.session, user.id))
+        return _profile(
+            user,
+            await service.anonymous_ids(uow.session, user.id),
+            await service.stage_history(uow.session, user.id),
+        )
 
 
 @router.get("/{user_id}/events", response_model=Timeline, summary="A user's events, newest first")
@@ -121,11 +166,7 @@ async def get_user_events(
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
 ) -> Timeline:
-    before_id = None
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise HTTPException(status_code=400, detail="cursor: not a cursor from this API")
-        before_id = int(cursor)
+    before_id = _cursor(cursor)
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
@@ -145,3 +186,40 @@ async def delete_user(user_id: str, request: Request) -> Erased:
         user, scrubbed = await service.erase(uow.session, user_id)
     assert user.erased_at is not None
     return Erased(userId=user.user_id, erasedAt=user.erased_at, eventsScrubbed=scrubbed)
+
+
+@router.get(
+    "/{user_id}/decisions",
+    response_model=Decisions,
+    summary="Why the user got, or did not get, each message: every rule decision, newest first",
+)
+async def get_user_decisions(
+    user_id: str,
+    request: Request,
+    limit: int = Query(default=100, ge=1, le=1000),
+    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+) -> Decisions:
+    before_id = _cursor(cursor)
+    async with async_unit_of_work(_state(request).engine) as uow:
+        user = await service.get_profile(uow.session, user_id)
+        if user is None:
+            raise _not_found(user_id)
+        rows = await service.decisions(uow.session, user.id, before_id, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Decisions(
+        decisions=[
+            DecisionOut(
+                id=d.id,
+                at=d.at,
+                outcome=d.outcome,
+                reason=d.reason,
+                rule=d.rule_id,
+                ruleVersion=d.rule_version,
+                journeyId=d.journey_id,
+                eventId=d.event_id,
+            )
+            for d in rows
+        ],
+        next_cursor=str(rows[-1].id) if more else None,
+    )

@@ -26,6 +26,26 @@ class User(Base):
     first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Lifecycle (service.lifecycle): the current stage and the inactivity timer.
+    stage: Mapped[str | None] = mapped_column(String(50))
+    stage_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_active_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    inactivity_handled: Mapped[int] = mapped_column(default=0, server_default="0")  # seconds
+    due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), index=True)
+
+
+class Device(Base):
+    """A push destination registered by a backend; disabled when the provider says it is gone."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(4096))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Identity(Base):

@@ -10,8 +10,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from service.engine.tables import Decision
 from service.ingest.models import Event
 from service.kit.db import insert_ignoring_conflicts, utcnow
+from service.lifecycle.models import StageChange
 from service.users import profile as fields
 from service.users.models import ErasedAddress, Identity, User
 
@@ -51,7 +53,7 @@ def profiles_for_anonymous_ids(session: Session, anonymous_ids: Iterable[str]) -
         .join(User, User.id == Identity.profile_id)
         .where(Identity.anonymous_id.in_(ids))
     )
-    return {anonymous_id: user for anonymous_id, user in rows.tuples()}
+    return {anonymous_id: user for anonymous_id, user in rows.all()}
 
 
 def touch(user: User, event: Event) -> None:
@@ -141,6 +143,22 @@ async def timeline(
         query = query.where(Event.id < before_id)
     rows = await session.scalars(query.order_by(Event.id.desc()).limit(limit))
     return list(rows)
+
+
+async def stage_history(session: AsyncSession, profile_id: int) -> list[StageChange]:
+    rows = await session.scalars(
+        select(StageChange).where(StageChange.profile_id == profile_id).order_by(StageChange.id)
+    )
+    return list(rows)
+
+
+async def decisions(
+    session: AsyncSession, profile_id: int, before_id: int | None, limit: int
+) -> list[Decision]:
+    query = select(Decision).where(Decision.profile_id == profile_id)
+    if before_id is not None:
+        query = query.where(Decision.id < before_id)
+    return list(await session.scalars(query.order_by(Decision.id.desc()).limit(limit)))
 
 
 def _address_hash(value: str) -> str:

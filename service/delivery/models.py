@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.ingest.models import BigId
+from service.kit.db import Base, JSONType, UTCDateTime
+
+
+class Message(Base):
+    """One intended send. `dedupe_key` (rule, version, step, user, journey) makes it unique, so
+    however often a step runs, the message exists once."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_profile_created", "profile_id", "created_at"),
+        Index("ix_messages_status_send_at", "status", "send_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    profile_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    journey_id: Mapped[int | None] = mapped_column(BigId)
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    rule_version: Mapped[str | None] = mapped_column(String(12))
+    step: Mapped[int | None] = mapped_column()
+    variant: Mapped[str | None] = mapped_column(String(50))
+    channel: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(200))
+    to_address: Mapped[str | None] = mapped_column(String(4096))
+    transactional: Mapped[bool] = mapped_column(default=False)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    send_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
