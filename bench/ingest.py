@@ -30,7 +30,7 @@ import orjson
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import Result, request_bytes, run  # noqa: E402
+from loadgen import Result, request_bytes, run
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -40,8 +40,9 @@ REDIS = "redis://127.0.0.1:6379/13"
 
 
 def _admin_engine():  # type: ignore[no-untyped-def]
-    return create_engine(f"{PG.replace('postgresql', 'postgresql+psycopg')}/test",
-                         isolation_level="AUTOCOMMIT")
+    return create_engine(
+        f"{PG.replace('postgresql', 'postgresql+psycopg')}/test", isolation_level="AUTOCOMMIT"
+    )
 
 
 def fresh_database() -> str:
@@ -62,8 +63,9 @@ def count_events(url: str) -> tuple[int, int]:
 
 @contextmanager
 def process(args: list[str], env: dict[str, str], port: int | None = None) -> Iterator[None]:
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         if port is not None:
             deadline = time.monotonic() + 30
@@ -73,7 +75,8 @@ def process(args: list[str], env: dict[str, str], port: int | None = None) -> It
                     break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "")
+                        stderr = proc.stderr.read().decode() if proc.stderr else ""
+                        raise RuntimeError(stderr) from None
                     time.sleep(0.2)
         yield
     finally:
@@ -87,14 +90,17 @@ def process(args: list[str], env: dict[str, str], port: int | None = None) -> It
 def track_payload(counter: Iterator[int]) -> Callable[[], bytes]:
     def make() -> bytes:
         n = next(counter)
-        return orjson.dumps({
-            "userId": f"user-{n % 5000}",
-            "event": "Order Completed",
-            "messageId": f"bench-{n}",
-            "properties": {"order_id": str(n), "revenue": 25.5, "currency": "USD"},
-            "context": {"library": {"name": "bench"}, "locale": "en-US"},
-            "timestamp": "2026-11-21T10:00:00Z",
-        })
+        return orjson.dumps(
+            {
+                "userId": f"user-{n % 5000}",
+                "event": "Order Completed",
+                "messageId": f"bench-{n}",
+                "properties": {"order_id": str(n), "revenue": 25.5, "currency": "USD"},
+                "context": {"library": {"name": "bench"}, "locale": "en-US"},
+                "timestamp": "2026-11-21T10:00:00Z",
+            }
+        )
+
     return make
 
 
@@ -104,11 +110,18 @@ def batch_payload(counter: Iterator[int], size: int) -> Callable[[], bytes]:
     def make() -> bytes:
         items = [orjson.loads(one()) | {"type": "track"} for _ in range(size)]
         return orjson.dumps({"batch": items, "sentAt": "2026-11-21T10:00:01Z"})
+
     return make
 
 
-def measure(port: int, path: str, headers: dict[str, str], body: Callable[[], bytes],
-            connections: int, seconds: float) -> Result:
+def measure(
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    body: Callable[[], bytes],
+    connections: int,
+    seconds: float,
+) -> Result:
     make = lambda: request_bytes(path, headers, body())  # noqa: E731
     asyncio.run(run("127.0.0.1", port, make, connections, min(3.0, seconds)))  # warm-up
     return asyncio.run(run("127.0.0.1", port, make, connections, seconds))
@@ -124,43 +137,91 @@ def main() -> None:
     args = parser.parse_args()
 
     url = fresh_database()
-    env = {**os.environ, "LIFELINE_DATABASE_URL": url, "LIFELINE_BROKER_URL": REDIS,
-           "LIFELINE_LOG_LEVEL": "WARNING", "LIFELINE_SWEEP_GRACE_SECONDS": "600"}
-    subprocess.run([BIN / "lifeline", "migrate"], env=env, cwd=ROOT, check=True,
-                   capture_output=True)
-    created = subprocess.run([BIN / "lifeline", "sources", "create", "bench"], env=env, cwd=ROOT,
-                             check=True, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "LIFELINE_DATABASE_URL": url,
+        "LIFELINE_BROKER_URL": REDIS,
+        "LIFELINE_LOG_LEVEL": "WARNING",
+        "LIFELINE_SWEEP_GRACE_SECONDS": "600",
+    }
+    subprocess.run(
+        [BIN / "lifeline", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True
+    )
+    created = subprocess.run(
+        [BIN / "lifeline", "sources", "create", "bench"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     key = created.stdout.strip().splitlines()[-1]
     subprocess.run(["redis-cli", "-n", "13", "flushdb"], check=True, capture_output=True)
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
-            "Content-Type": "application/json"}
+    auth = {
+        "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+        "Content-Type": "application/json",
+    }
     counter = itertools.count()
     workers = str(args.api_workers)
-    print(f"machine: {os.cpu_count()} cores; API and ceiling: {workers} uvicorn workers; "
-          f"{args.connections} connections ({args.batch_connections} for batches); "
-          f"{args.seconds:.0f}s per scenario; a worker process runs throughout")
+    print(
+        f"machine: {os.cpu_count()} cores; API and ceiling: {workers} uvicorn workers; "
+        f"{args.connections} connections ({args.batch_connections} for batches); "
+        f"{args.seconds:.0f}s per scenario; a worker process runs throughout"
+    )
 
     results: dict[str, tuple[Result, int]] = {}
     with process([str(BIN / "lifeline"), "worker", "--processes", "1", "--threads", "8"], env):
-        with process([str(BIN / "uvicorn"), "bench.bare_app:app", "--port", "8701", "--workers",
-                      workers, "--log-level", "warning", "--no-access-log"], env, port=8701):
-            results["(a) bare FastAPI, validate only"] = (measure(
-                8701, "/v1/track", auth, track_payload(counter), args.connections,
-                args.seconds), 1)
-        with process([str(BIN / "lifeline"), "api", "--port", "8702", "--workers", workers],
-                     env, port=8702):
-            results["(b) POST /v1/track"] = (measure(
-                8702, "/v1/track", auth, track_payload(counter), args.connections,
-                args.seconds), 1)
-            results[f"(c) POST /v1/batch x{args.batch_size}"] = (measure(
-                8702, "/v1/batch", auth, batch_payload(counter, args.batch_size),
-                args.batch_connections, args.seconds), args.batch_size)
+        with process(
+            [
+                str(BIN / "uvicorn"),
+                "bench.bare_app:app",
+                "--port",
+                "8701",
+                "--workers",
+                workers,
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env,
+            port=8701,
+        ):
+            results["(a) bare FastAPI, validate only"] = (
+                measure(
+                    8701, "/v1/track", auth, track_payload(counter), args.connections, args.seconds
+                ),
+                1,
+            )
+        with process(
+            [str(BIN / "lifeline"), "api", "--port", "8702", "--workers", workers], env, port=8702
+        ):
+            results["(b) POST /v1/track"] = (
+                measure(
+                    8702, "/v1/track", auth, track_payload(counter), args.connections, args.seconds
+                ),
+                1,
+            )
+            results[f"(c) POST /v1/batch x{args.batch_size}"] = (
+                measure(
+                    8702,
+                    "/v1/batch",
+                    auth,
+                    batch_payload(counter, args.batch_size),
+                    args.batch_connections,
+                    args.seconds,
+                ),
+                args.batch_size,
+            )
         stored, processed = count_events(url)
 
-    print(f"\n{'scenario':36} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"\n{'scenario':36} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+    )
     for name, (r, per_request) in results.items():
-        print(f"{name:36} {r.rps:9.0f} {r.rps * per_request:10.0f} {r.p50:8.1f} "
-              f"{r.percentile(99):8.1f} {r.errors:7d}")
+        print(
+            f"{name:36} {r.rps:9.0f} {r.rps * per_request:10.0f} {r.p50:8.1f} "
+            f"{r.percentile(99):8.1f} {r.errors:7d}"
+        )
     a = results["(a) bare FastAPI, validate only"][0]
     b = results["(b) POST /v1/track"][0]
     print(f"\nratio (b)/(a): {b.rps / a.rps:.0%} of the ceiling's requests/s")

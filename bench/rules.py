@@ -26,30 +26,42 @@ EVENT = "Order Completed"
 
 
 def rule(i: int, event: str) -> model.Rule:
-    return model.Rule.model_validate({
-        "id": f"rule-{i}",
-        "category": "retention",
-        "priority": i % 7,
-        "trigger": {"event": event, "where": {"all": [
-            {"property": "total", "gte": 10},
-            {"property": "currency", "in": ["USD", "EUR", "CNY"]},
-        ]}},
-        "when": {"any": [
-            {"trait": "plan", "in": ["pro", "team"]},
-            {"not": {"user": "stage", "eq": "churned"}},
-        ]},
-        "steps": [{"send": {"channel": "email", "template": "thanks"}}],
-    })
+    return model.Rule.model_validate(
+        {
+            "id": f"rule-{i}",
+            "category": "retention",
+            "priority": i % 7,
+            "trigger": {
+                "event": event,
+                "where": {
+                    "all": [
+                        {"property": "total", "gte": 10},
+                        {"property": "currency", "in": ["USD", "EUR", "CNY"]},
+                    ]
+                },
+            },
+            "when": {
+                "any": [
+                    {"trait": "plan", "in": ["pro", "team"]},
+                    {"not": {"user": "stage", "eq": "churned"}},
+                ]
+            },
+            "steps": [{"send": {"channel": "email", "template": "thanks"}}],
+        }
+    )
 
 
 def build(total: int) -> RuleIndex:
     rules = [rule(i, EVENT) for i in range(MATCHING)]
     rules += [rule(i, f"Other Event {i % 250}") for i in range(MATCHING, total)]
-    lifecycle = Lifecycle.model_validate({
-        "activation": {"event": "Product Used"},
-        "engagement": {"event": "Product Used", "at_least": 3, "within": "7d"},
-        "at_risk_after": "7d", "churned_after": "30d",
-    })
+    lifecycle = Lifecycle.model_validate(
+        {
+            "activation": {"event": "Product Used"},
+            "engagement": {"event": "Product Used", "at_least": 3, "within": "7d"},
+            "at_risk_after": "7d",
+            "churned_after": "30d",
+        }
+    )
     return RuleIndex.build([(r, f"v{r.id}") for r in rules], lifecycle, Policy())
 
 
@@ -75,8 +87,10 @@ def main() -> None:
     print(f"{'rules':>6} {'matching':>9} {'us/event':>9}")
     for total, micros in results.items():
         print(f"{total:>6} {MATCHING:>9} {micros:>9.2f}")
-    print(f"\n1,000 rules cost {results[1000] / results[10]:.2f}x what 10 rules cost "
-          f"(target: at most 2x; at most 50 us per event)")
+    print(
+        f"\n1,000 rules cost {results[1000] / results[10]:.2f}x what 10 rules cost "
+        f"(target: at most 2x; at most 50 us per event)"
+    )
 
 
 if __name__ == "__main__":

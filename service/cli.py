@@ -269,22 +269,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the rules for one user over a timeline of events on a virtual clock; "
         "prints what would be sent, when and why, and what was skipped and why (sends nothing)",
     )
-    simulate.add_argument("dir", nargs="?", type=Path, metavar="DIR",
-                          help="the rules folder (default: LIFELINE_RULES_DIR, ./rules)")
     simulate.add_argument(
-        "--events", required=True, metavar="FILE.jsonl",
+        "dir",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        help="the rules folder (default: LIFELINE_RULES_DIR, ./rules)",
+    )
+    simulate.add_argument(
+        "--events",
+        required=True,
+        metavar="FILE.jsonl",
         help="one Segment call per line (type defaults to track), with `timestamp` or `at` "
         "(an offset from --start such as 2d); '-' reads standard input",
     )
     simulate.add_argument("--user", default="simulated-user", help="userId of the calls")
     simulate.add_argument("--start", help="ISO time the offsets count from (default: now)")
-    simulate.add_argument("--run-for", default="30d",
-                          help="how long to keep the clock running after the last event")
+    simulate.add_argument(
+        "--run-for", default="30d", help="how long to keep the clock running after the last event"
+    )
     simulate.add_argument("--json", action="store_true", help="one JSON object per line")
     rule_actions.add_parser(
         "test", help="run the rule tests in DIR/tests/*.yaml (given events -> expected sends)"
-    ).add_argument("dir", nargs="?", type=Path, metavar="DIR",
-                   help="the rules folder (default: LIFELINE_RULES_DIR, ./rules)")
+    ).add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        help="the rules folder (default: LIFELINE_RULES_DIR, ./rules)",
+    )
 
     users = add("users", _cmd_users, "Explain a user's rule decisions.")
     user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")

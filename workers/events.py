@@ -16,9 +16,35 @@ SWEEP_BATCH = 1000
 
 
 def process_events(runtime: Runtime, event_ids: list[int]) -> None:
+    """Process a group of events in one transaction. If the group fails, each event is tried
+    on its own, so one event that cannot be processed does not hold up the others."""
     rules = runtime.rules.current()  # RulesUnavailable: retried, and swept again later
-    with unit_of_work(runtime.engine, runtime.send_job) as uow:
-        processing.process_events(uow.session, event_ids, rules)
+    try:
+        with unit_of_work(runtime.engine, runtime.send_job) as uow:
+            processing.process_events(uow.session, event_ids, rules)
+        return
+    except Exception:
+        if len(event_ids) == 1:
+            raise
+        log.warning(
+            "processing %d events together failed; trying each on its own",
+            len(event_ids),
+            exc_info=True,
+        )
+    failed = []
+    for event_id in event_ids:
+        try:
+            with unit_of_work(runtime.engine, runtime.send_job) as uow:
+                processing.process_events(uow.session, [event_id], rules)
+        except Exception:
+            log.exception("event %d could not be processed; it stays unprocessed", event_id)
+            failed.append(event_id)
+    if failed:
+        raise ProcessingFailed(f"events {failed} could not be processed; will retry")
+
+
+class ProcessingFailed(Exception):
+    pass
 
 
 def sweep_unprocessed(runtime: Runtime) -> int:

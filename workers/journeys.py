@@ -7,7 +7,7 @@ import logging
 from service.engine import due, schedules
 from service.engine.registry import RulesUnavailable
 from service.kit.db import unit_of_work, utcnow
-from workers.runtime import Runtime  # noqa: TC001
+from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

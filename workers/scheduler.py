@@ -28,8 +28,11 @@ def _guarded(task: Callable[[Runtime], int], runtime: Runtime) -> None:
 
 def run_scheduler(runtime: Runtime, stop: threading.Event) -> None:
     settings = runtime.settings
-    log.info("scheduler started: due work every %.1fs, sweeps every %.0fs",
-             settings.scheduler_interval_seconds, settings.sweep_interval_seconds)
+    log.info(
+        "scheduler started: due work every %.1fs, sweeps every %.0fs",
+        settings.scheduler_interval_seconds,
+        settings.sweep_interval_seconds,
+    )
     last_sweep = 0.0
     while not stop.is_set():
         _guarded(run_due, runtime)

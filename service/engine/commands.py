@@ -129,11 +129,18 @@ def explain(session: Any, user_id: str, limit: int) -> int:
     if user is None:
         print(f"no user {user_id!r}", file=sys.stderr)
         return 1
-    rows = list(session.scalars(
-        select(Decision).where(Decision.profile_id == user.id)
-        .order_by(Decision.id.desc()).limit(limit)
-    ))
-    print(f"user {user_id}: stage {user.stage or '-'}; {len(rows)} most recent decisions, oldest first")
+    rows = list(
+        session.scalars(
+            select(Decision)
+            .where(Decision.profile_id == user.id)
+            .order_by(Decision.id.desc())
+            .limit(limit)
+        )
+    )
+    print(
+        f"user {user_id}: stage {user.stage or '-'}; "
+        f"the {len(rows)} most recent decisions, oldest first"
+    )
     for d in reversed(rows):
         rule = f"{d.rule_id}@{d.rule_version}" if d.rule_id else "-"
         print(f"{d.at:%Y-%m-%d %H:%M} UTC  {d.outcome.upper():<11} {rule:<34} {d.reason}")

@@ -32,8 +32,9 @@ def timezones(session: Session, index: RuleIndex) -> list[str]:
     return list(session.scalars(select(zone).where(User.erased_at.is_(None)).distinct()))
 
 
-def _run_for(session: Session, compiled: CompiledRule, timezone: str,
-             now: dt.datetime) -> ScheduleRun | None:
+def _run_for(
+    session: Session, compiled: CompiledRule, timezone: str, now: dt.datetime
+) -> ScheduleRun | None:
     """The schedule's state for this timezone, locked; created (fired as of now) when new."""
     cron = compiled.rule.trigger.schedule.cron  # type: ignore[union-attr]
     run = session.scalar(
@@ -80,8 +81,12 @@ def fire_due(session: Session, index: RuleIndex, now: dt.datetime) -> int:
             users = session.scalars(
                 select(User).where(in_zone, User.erased_at.is_(None)).order_by(User.id)
             )
-            trigger = runner.Trigger("schedule", {"cron": run.cron, "timezone": timezone}, None,
-                                     f"schedule {run.cron!r} ({timezone})")
+            trigger = runner.Trigger(
+                "schedule",
+                {"cron": run.cron, "timezone": timezone},
+                None,
+                f"schedule {run.cron!r} ({timezone})",
+            )
             for user in list(users):
                 if runner.try_enter(session, index, compiled, user, fire, trigger, budget=None):
                     entered += 1

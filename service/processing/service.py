@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from service.engine import runner
 from service.engine.index import RuleIndex
 from service.ingest.models import Event
-from service.lifecycle import service as lifecycle
 from service.kit.db import utcnow
+from service.lifecycle import service as lifecycle
 from service.users import service as users
 from service.users.models import User
 
@@ -98,13 +98,16 @@ def _run_rules(
     def count_recent(name: str, within: dt.timedelta) -> int:
         session.flush()
         query = select(func.count()).where(
-            Event.profile_id == user.id, Event.name == name,
-            Event.timestamp > event.timestamp - within, Event.timestamp <= event.timestamp,
+            Event.profile_id == user.id,
+            Event.name == name,
+            Event.timestamp > event.timestamp - within,
+            Event.timestamp <= event.timestamp,
         )
         return int(session.scalar(query) or 0)
 
-    changes = lifecycle.on_event(session, user, event, rules.lifecycle, rules.thresholds(),
-                                 count_recent)
+    changes = lifecycle.on_event(
+        session, user, event, rules.lifecycle, rules.thresholds(), count_recent
+    )
     runner.handle_event(session, rules, user, event, changes, now)
 
 
