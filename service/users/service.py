@@ -6,13 +6,13 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from service.engine.tables import Decision
+from service.engine.tables import Decision, Journey
 from service.ingest.models import Event
-from service.kit.db import insert_ignoring_conflicts, utcnow
+from service.kit.db import Base, insert_ignoring_conflicts, utcnow
 from service.lifecycle.models import StageChange
 from service.users import profile as fields
 from service.users.models import ErasedAddress, Identity, User
@@ -98,10 +98,25 @@ def merge_profile(session: Session, old: User, into: User) -> None:
     """alias(previousId=old, userId=new) when both have profiles: the new one takes it all."""
     if old.id == into.id:
         return
-    session.execute(update(Event).where(Event.profile_id == old.id).values(profile_id=into.id))
-    session.execute(
-        update(Identity).where(Identity.profile_id == old.id).values(profile_id=into.id)
+    # A journey both profiles are on stays with `into`; the old one ends. Then everything that
+    # belongs to the old profile (events, journeys, decisions, messages, ...) moves over.
+    active = select(Journey.rule_id, Journey.journey_key).where(
+        Journey.profile_id == into.id, Journey.ended_at.is_(None)
     )
+    session.execute(
+        update(Journey)
+        .where(
+            Journey.profile_id == old.id,
+            Journey.ended_at.is_(None),
+            tuple_(Journey.rule_id, Journey.journey_key).in_(active),
+        )
+        .values(ended_at=utcnow(), end_reason=f"profile merged into {into.user_id!r}")
+    )
+    for table in Base.metadata.sorted_tables:
+        if "profile_id" in table.c:
+            session.execute(
+                update(table).where(table.c.profile_id == old.id).values(profile_id=into.id)
+            )
     into.traits, into.traits_at = fields.merge_traits(
         old.traits or {}, old.traits_at, into.traits or {}, into.traits_at or into.last_seen_at
     )
