@@ -369,7 +369,9 @@ def advance(
     now: dt.datetime,
 ) -> None:
     """Run the journey's steps from where it stands until it waits or ends."""
-    trigger = Trigger(journey.rule_id, journey.trigger_properties or {}, journey.trigger_event_id)
+    # Conditions of `if` steps see the journey's trigger: first_time asks about its event name.
+    name = compiled.rule.trigger.event or compiled.rule.trigger.kind
+    trigger = Trigger(name, journey.trigger_properties or {}, journey.trigger_event_id)
     while journey.ended_at is None:
         step = compiled.program[journey.pc]
         if isinstance(step, program.Send):
@@ -397,6 +399,9 @@ def wake(
     session: Session, index: RuleIndex, journey: Journey, user: User, now: dt.datetime
 ) -> None:
     """A journey's wait is over (a delay ran out, or a wait_for timed out)."""
+    if user.erased_at is not None:  # the person asked to be forgotten while it waited
+        _end(session, user, journey, now, "the user was erased")
+        return
     compiled = rule_for(session, index, journey)
     if compiled is None:
         _end(session, user, journey, now, "rule removed from the rule set")
