@@ -59,8 +59,9 @@ def fresh_postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database, dropped afterwards; yields its URL."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     name = f"lifeline_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:

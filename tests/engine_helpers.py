@@ -7,7 +7,9 @@ templates default to something neutral (no caps, no quiet hours) that a test can
 from __future__ import annotations
 
 import datetime as dt
+import os
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from service.delivery.models import Message
 from service.engine import due
 from service.engine.index import RuleIndex
 from service.engine.loader import RuleSet, load_rules
+from service.engine.registry import SETTLE_SECONDS
 from service.engine.simulate import Outcome, Result, simulate
 from service.engine.tables import Decision, Journey
 from service.ingest.models import Event, Source
@@ -75,6 +78,12 @@ def write_rules(
         )
     put(folder, "rules.yaml", rules)
     return folder
+
+
+def settled(path: Path) -> None:
+    """Age a just-written file past the registry's settling time, as if saved a while ago."""
+    past = time.time() - SETTLE_SECONDS - 1
+    os.utime(path, (past, past))
 
 
 def put(folder: Path, name: str, text: str) -> None:

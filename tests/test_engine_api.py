@@ -24,6 +24,7 @@ from tests.engine_helpers import (
     db_messages,
     put,
     run_due_journeys,
+    settled,
     version_of,
     write_rules,
 )
@@ -126,6 +127,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
     assert loaded_at is not None
 
     put(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: nudgee"))
+    settled(rules_dir / "rules.yaml")
     app.state.lifeline.rules.reload_if_changed()
     status = await rules_status(client, admin)
     assert (status["version"], status["loadedAt"]) == (live.version, loaded_at)
@@ -138,6 +140,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
     assert (message.template, message.rule_version) == ("welcome", version_of(live, "welcome"))
 
     put(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: reminder"))
+    settled(rules_dir / "rules.yaml")
     app.state.lifeline.rules.reload_if_changed()
     fixed = load_rules(rules_dir)
     status = await rules_status(client, admin)
@@ -191,6 +194,11 @@ async def test_an_erased_user_enters_nothing_and_gets_nothing_more(
     response = await client.delete("/v1/users/u-1", headers=admin)
     assert response.status_code == 200, response.text
     before = len(await decisions(client, admin, "u-1"))
+    # The copies of event properties kept for journeys and messages are erased too.
+    assert [j.trigger_properties for j in db_journeys(engine)] == [None]
+    assert [m.variables for m in db_messages(engine)] == [None]
+    with unit_of_work(engine) as uow:
+        assert uow.session.scalar(select(Device.disabled_at)) is not None
 
     # Its journey's wait runs out: nothing is sent to the erased person (not even by push).
     index = app.state.lifeline.rules.current()

@@ -248,6 +248,15 @@ class _Loader:
                 continue
             self.validate(doc, RuleFile)
             items = doc.data.get("rules") if isinstance(doc.data, dict) else None
+            if doc.data is None or doc.data == {}:
+                # Most likely a file caught half-saved or emptied by mistake: loading it would
+                # end every journey of the rules it held. To retire rules, delete the file
+                # (or write `rules: []`).
+                self.error(
+                    doc.locate(()),
+                    "this file is empty: delete the file to remove its rules, "
+                    "or write them under 'rules:'",
+                )
             for i, item in enumerate(items if isinstance(items, list) else []):
                 if not isinstance(item, dict):
                     continue

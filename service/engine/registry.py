@@ -7,7 +7,6 @@ kept for GET /v1/admin/rules and logged.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import threading
 import time
@@ -35,13 +34,28 @@ class RulesStatus:
     checked_at: dt.datetime | None = None
 
 
-def _fingerprint(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path}:{stat.st_mtime_ns}:{stat.st_size}\n".encode())
-    return digest.hexdigest()
+SETTLE_SECONDS = 1.0
+
+
+Snapshot = dict[str, tuple[int, int]]  # file -> (mtime_ns, size)
+
+
+def _snapshot(directory: Path) -> Snapshot:
+    return {
+        str(path): (path.stat().st_mtime_ns, path.stat().st_size)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _still_being_written(before: Snapshot | None, now: Snapshot) -> bool:
+    """Whether a changed file was written less than SETTLE_SECONDS ago."""
+    changed = [
+        mtime
+        for name, (mtime, size) in now.items()
+        if before is None or before.get(name) != (mtime, size)
+    ]
+    return bool(changed) and time.time() - max(changed) / 1e9 < SETTLE_SECONDS
 
 
 class RuleRegistry:
@@ -50,7 +64,7 @@ class RuleRegistry:
         self.check_every = check_every
         self.status = RulesStatus(str(directory))
         self._index: RuleIndex | None = None
-        self._fingerprint: str | None = None
+        self._snapshot: Snapshot | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
 
@@ -68,16 +82,18 @@ class RuleRegistry:
             self._checked = time.monotonic()
             self.status.checked_at = utcnow()
             if not self.directory.is_dir():
-                if self._fingerprint != "missing":
+                if self._snapshot != {}:
                     log.warning(
                         "no rules folder at %s: events are processed without rules", self.directory
                     )
-                self._fingerprint = "missing"
+                self._snapshot = {}
                 return
-            fingerprint = _fingerprint(self.directory)
-            if fingerprint == self._fingerprint:
+            snapshot = _snapshot(self.directory)
+            if snapshot == self._snapshot:
                 return
-            self._fingerprint = fingerprint
+            if self._index is not None and _still_being_written(self._snapshot, snapshot):
+                return  # an editor may be half-way through saving: look again next time
+            self._snapshot = snapshot
             try:
                 ruleset = load_rules(self.directory)
             except RulesInvalid as exc:

@@ -150,11 +150,12 @@ def handle_event(
     budget = SendBudget(index.policy.max_sends_per_event)
     candidates: list[tuple[CompiledRule, Trigger]] = []
     if event.type == "track" and event.name:
-        _journeys_see_event(session, index, user, event, now)
         trigger = Trigger(event.name, event.properties or {}, event.id, f"event {event.name!r}")
+        _journeys_see(session, index, user, trigger, event.timestamp, now)
         candidates += [(c, trigger) for c in index.triggered_by_event(event.name)]
     for change in changes:
         trigger = _stage_trigger(change, event.id)
+        _journeys_see(session, index, user, trigger, event.timestamp, now)
         matched = index.triggered_by_stage_change(change.from_stage, change.to_stage)
         candidates += [(c, trigger) for c in matched]
     for compiled, trigger in sorted(candidates, key=lambda pair: -pair[0].rule.priority):
@@ -178,6 +179,7 @@ def handle_stage_change(
     event_id: int | None = None,
 ) -> None:
     trigger = _stage_trigger(change, event_id)
+    _journeys_see(session, index, user, trigger, now, now)
     for compiled in index.triggered_by_stage_change(change.from_stage, change.to_stage):
         try_enter(session, index, compiled, user, now, trigger, budget)
 
@@ -224,14 +226,13 @@ def try_enter(
         refuse(reason)
         return None
     holdout = _bucket(user.user_id, rule.id, "holdout") * 100 < rule.holdout
-    if not holdout and budget is not None and compiled.sends_at_once():
-        if budget.remaining <= 0:
-            refuse(
-                f"max_sends_per_event ({index.policy.max_sends_per_event}) already reached "
-                "by rules of higher priority"
-            )
-            return None
-        budget.remaining -= 1
+    at_limit = budget is not None and budget.remaining <= 0
+    if not holdout and at_limit and compiled.sends_at_once():
+        refuse(
+            f"max_sends_per_event ({index.policy.max_sends_per_event}) already reached "
+            "by rules of higher priority"
+        )
+        return None
     _save_version(session, compiled, now)
     journey = Journey(
         profile_id=user.id,
@@ -273,6 +274,12 @@ def try_enter(
         event_id=trigger.event_id,
     )
     advance(session, index, compiled, journey, user, now)
+    if budget is not None and compiled.sends_at_once():
+        # The budget counts rules that did send: one whose every channel was refused (no
+        # address, a cap) leaves the send to the next rule.
+        queued = session.scalar(select(Message.id).where(Message.journey_id == journey.id))
+        if queued is not None:
+            budget.remaining -= 1
     return journey
 
 
@@ -424,22 +431,28 @@ def wake(
     advance(session, index, compiled, journey, user, now)
 
 
-def _journeys_see_event(
-    session: Session, index: RuleIndex, user: User, event: Event, now: dt.datetime
+def _journeys_see(
+    session: Session,
+    index: RuleIndex,
+    user: User,
+    trigger: Trigger,
+    at: dt.datetime,
+    now: dt.datetime,
 ) -> None:
-    """Goals, exits and waits of the user's journeys that this event answers."""
+    """Goals, exits and waits of the user's journeys that this event (a tracked event, or
+    Lifeline's own lifecycle.stage_changed) answers; `at` is when it happened."""
     journeys = session.scalars(
         select(Journey)
         .where(
             Journey.profile_id == user.id,
             or_(
                 Journey.ended_at.is_(None),
-                (Journey.converted_at.is_(None)) & (Journey.goal_deadline >= event.timestamp),
+                (Journey.converted_at.is_(None)) & (Journey.goal_deadline >= at),
             ),
         )
         .order_by(Journey.id)
     )
-    properties = event.properties or {}
+    properties = trigger.properties
     for journey in list(journeys):
         compiled = rule_for(session, index, journey)
         if compiled is None:
@@ -447,17 +460,17 @@ def _journeys_see_event(
                 _end(session, user, journey, now, "rule removed from the rule set")
             continue
         rule = compiled.rule
-        facts = conditions.Facts(now, user_facts(user), properties, event.name)
+        facts = conditions.Facts(now, user_facts(user), properties, trigger.name)
         goal = rule.goal
         if (
             goal is not None
             and journey.converted_at is None
-            and event.name == goal.event
+            and trigger.name == goal.event
             and journey.goal_deadline is not None
-            and event.timestamp <= journey.goal_deadline
+            and at <= journey.goal_deadline
             and (goal.where is None or conditions.evaluate(goal.where, facts))
         ):
-            journey.converted_at = event.timestamp
+            journey.converted_at = at
             record(
                 session,
                 user,
@@ -465,20 +478,20 @@ def _journeys_see_event(
                 "converted",
                 f"goal {goal.event!r} reached",
                 journey=journey,
-                event_id=event.id,
+                event_id=trigger.event_id,
             )
             if journey.ended_at is None:
                 _end(session, user, journey, now, "goal reached")
             continue
         if journey.ended_at is not None:
             continue
-        if event.name in rule.exit_on:
-            _end(session, user, journey, now, f"exit_on {event.name!r}")
+        if trigger.name in rule.exit_on:
+            _end(session, user, journey, now, f"exit_on {trigger.name!r}")
             continue
         step = compiled.program[journey.pc]
         if (
             isinstance(step, program.WaitFor)
-            and journey.waiting_for == event.name
+            and journey.waiting_for == trigger.name
             and _wait_matches(step.spec, journey, facts)
         ):
             journey.waiting_for = journey.wake_at = None
@@ -488,9 +501,9 @@ def _journeys_see_event(
                 user,
                 now,
                 "event_came",
-                f"{event.name!r} came",
+                f"{trigger.name!r} came",
                 journey=journey,
-                event_id=event.id,
+                event_id=trigger.event_id,
             )
             advance(session, index, compiled, journey, user, now)
 

@@ -188,6 +188,8 @@ class Simulation:
             uow.session.add_all(events)
             uow.session.flush()
             process_events(uow.session, [e.id for e in events], self.index, now=item.at)
+        with unit_of_work(self.engine) as uow:  # schedules start counting for a new timezone
+            schedules.fire_due(uow.session, self.index, item.at)
 
     def _add_device(self, item: TimelineItem) -> None:
         with unit_of_work(self.engine) as uow:

@@ -10,12 +10,13 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from service.delivery.models import Message
 from service.engine.tables import Decision, Journey
 from service.ingest.models import Event
 from service.kit.db import Base, insert_ignoring_conflicts, utcnow
 from service.lifecycle.models import StageChange
 from service.users import profile as fields
-from service.users.models import ErasedAddress, Identity, User
+from service.users.models import Device, ErasedAddress, Identity, User
 
 
 def lock_profiles(
@@ -210,5 +211,18 @@ async def erase(session: AsyncSession, user_id: str) -> tuple[User, int]:
             | Event.anonymous_id.in_(linked)
         )
         .values(properties=None, traits=None, context=None)
+    )
+    # Copies of event properties kept for journeys and messages go too; journeys under way
+    # end when they next wake, and the devices stop receiving push.
+    await session.execute(
+        update(Journey).where(Journey.profile_id == user.id).values(trigger_properties=None)
+    )
+    await session.execute(
+        update(Message).where(Message.profile_id == user.id).values(variables=None)
+    )
+    await session.execute(
+        update(Device)
+        .where(Device.profile_id == user.id, Device.disabled_at.is_(None))
+        .values(disabled_at=now)
     )
     return user, scrubbed.rowcount  # type: ignore[attr-defined]

@@ -1,0 +1,44 @@
+"""Hot reload: a changed rule set goes live once its files have settled, and an emptied rule
+file is an error rather than the silent removal of its rules."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.engine.loader import RulesInvalid, load_rules
+from service.engine.registry import RuleRegistry
+from tests.engine_helpers import settled
+
+MINIMAL = Path(__file__).parent / "fixtures" / "rules_minimal"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(MINIMAL, tmp_path / "rules"))
+
+
+def test_an_empty_rule_file_is_an_error(folder: Path) -> None:
+    (folder / "onboarding.yaml").write_text("")
+    with pytest.raises(RulesInvalid) as caught:
+        load_rules(folder)
+    assert [str(e) for e in caught.value.errors] == [
+        f"{folder / 'onboarding.yaml'}:1:1: this file is empty: delete the file to remove "
+        "its rules, or write them under 'rules:'"
+    ]
+
+
+def test_a_change_goes_live_only_after_the_files_settle(folder: Path) -> None:
+    registry = RuleRegistry(folder, check_every=0)
+    first = registry.current()
+    assert first is not None
+    rule_file = folder / "onboarding.yaml"
+    rule_file.write_text(rule_file.read_text().replace("wait: 2d", "wait: 3d"))
+
+    assert registry.current() is first  # just written: may be half-saved, not loaded yet
+    settled(rule_file)
+    current = registry.current()
+    assert current is not first
+    assert current is not None and current.version != first.version
