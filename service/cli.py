@@ -105,12 +105,24 @@ def _cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _with_session(settings: Settings, work: Callable[..., int]) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
     from service.kit.db import create_sync_engine, unit_of_work
 
+    if make_url(settings.database_url).get_backend_name() == "sqlite":
+        migrate(settings)  # the embedded default sets itself up, as `lifeline serve` does
     engine = create_sync_engine(settings.database_url)
     try:
         with unit_of_work(engine) as uow:
             return work(uow.session)
+    except DBAPIError as exc:
+        print(
+            f"error: the database refused the command ({type(exc.orig).__name__}); "
+            "is it reachable, and up to date (`lifeline migrate`)?",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         engine.dispose()
 

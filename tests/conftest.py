@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
@@ -37,6 +39,9 @@ ADMIN_TOKEN = "test-admin-token"
 SERVICES_REQUIRED = os.environ.get("LIFELINE_TEST_SERVICES") == "required"
 
 import_all_models()
+HEAD = ScriptDirectory.from_config(
+    AlembicConfig(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
+).get_current_head()
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -86,8 +91,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def _create_schema(url: str) -> None:
+    """The models' tables, marked as at the latest migration (tests/test_migrations.py proves
+    the migrations build the same schema)."""
     engine = create_sync_engine(url)
     Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES (:head)"), {"head": HEAD})
     engine.dispose()
 
 
@@ -99,9 +109,11 @@ def rules_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(database_url: str, rules_dir: Path) -> Settings:
+def settings(database_url: str, rules_dir: Path, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
+        outbox_dir=tmp_path / "outbox",
+        secret_key="test-secret-key",
         broker_url="memory://",
         admin_token=ADMIN_TOKEN,
         rules_dir=rules_dir,

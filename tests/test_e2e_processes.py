@@ -436,7 +436,7 @@ def test_worker_killed_mid_backlog_loses_nothing(deployment: Deployment) -> None
     deployment.start_api()
     deployment.start_scheduler()
     write_key = deployment.create_source()
-    sent = user_events(users=40, per_user=100)
+    sent = user_events(users=40, per_user=50)
     post_batches(deployment.api_url, write_key, sent.calls, size=100)
     assert deployment.counts() == (len(sent.calls), 0)
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work, utcnow
+from service.kit.settings import Settings
 from service.users.models import Device, User
 from tests.conftest import events, wait_processed
 from tests.engine_helpers import (
@@ -77,6 +78,7 @@ async def rules_status(client: httpx.AsyncClient, admin: dict[str, str]) -> dict
 
 
 async def test_a_users_stage_history_decisions_and_message(
+    settings: Settings,
     client: httpx.AsyncClient,
     admin: dict[str, str],
     engine: Engine,
@@ -103,13 +105,19 @@ async def test_a_users_stage_history_decisions_and_message(
     assert found[0]["id"] > found[1]["id"]
     assert found[0]["reason"] == "email 'welcome'"
 
-    [message] = db_messages(engine)
+    # The embedded worker sends it through the local provider, into the outbox.
+    deadline = asyncio.get_running_loop().time() + 10
+    while (messages := db_messages(engine))[0].status != "sent":
+        assert asyncio.get_running_loop().time() < deadline, messages[0].status_reason
+        await asyncio.sleep(0.05)
+    [message] = messages
     assert (message.rule_id, message.channel, message.template, message.status) == (
         "welcome",
         "email",
         "welcome",
-        "queued",
+        "sent",
     )
+    assert [p.name for p in settings.outbox_dir.iterdir()] == [message.provider_message_id]
 
 
 async def test_a_broken_edit_keeps_the_last_good_rules_live(

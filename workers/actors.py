@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import dramatiq
 
+from service.delivery.models import SEND_MESSAGE
 from service.ingest.service import PROCESS_EVENTS
-from workers import events
+from workers import delivery, events
 from workers.runtime import Runtime
 
 EVENTS_QUEUE = "events"
+MESSAGES_QUEUE = "messages"
 
 
 def declare_actors(runtime: Runtime) -> None:
     def process_events(event_ids: list[int]) -> None:
         events.process_events(runtime, event_ids)
+
+    def send_message(message_id: int) -> None:
+        delivery.send_message(runtime, message_id)
 
     dramatiq.actor(
         actor_name=PROCESS_EVENTS,
@@ -22,3 +27,11 @@ def declare_actors(runtime: Runtime) -> None:
         # A lost or failed run is also picked up by the sweeper; retries just make it sooner.
         max_retries=5,
     )(process_events)
+    dramatiq.actor(
+        actor_name=SEND_MESSAGE,
+        queue_name=MESSAGES_QUEUE,
+        broker=runtime.broker,
+        # Provider errors are retried by delivery itself (back-off stored on the message);
+        # these retries cover only crashes before the claim, such as a lost database.
+        max_retries=3,
+    )(send_message)

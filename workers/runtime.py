@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dramatiq
 from sqlalchemy.engine import Engine
 
+from service.delivery.providers import Provider
 from service.engine.registry import RuleRegistry
 from service.kit.db import JobSender, create_sync_engine
 from service.kit.settings import Settings
@@ -20,6 +21,7 @@ class Runtime:
     broker: dramatiq.Broker
     send_job: JobSender
     rules: RuleRegistry
+    providers: dict[str, Provider] | None = None  # by channel, loaded on first send
 
     def close(self) -> None:
         self.broker.close()

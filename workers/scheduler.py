@@ -1,5 +1,5 @@
-"""The scheduler: due journeys and inactivity timers, and sweeps that re-enqueue work the
-broker lost.
+"""The scheduler: due journeys, inactivity timers and due messages, and sweeps that
+re-enqueue work the broker lost.
 
 Any number of replicas may run: due rows and swept rows are claimed with row locks
 (FOR UPDATE SKIP LOCKED on PostgreSQL), so each is handled once.
@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from workers.delivery import sweep_messages
 from workers.events import sweep_unprocessed
 from workers.journeys import run_due
 from workers.runtime import Runtime
@@ -36,6 +37,7 @@ def run_scheduler(runtime: Runtime, stop: threading.Event) -> None:
     last_sweep = 0.0
     while not stop.is_set():
         _guarded(run_due, runtime)
+        _guarded(sweep_messages, runtime)
         if time.monotonic() - last_sweep >= settings.sweep_interval_seconds:
             _guarded(sweep_unprocessed, runtime)
             last_sweep = time.monotonic()

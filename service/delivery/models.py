@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.ingest.models import BigId
 from service.kit.db import Base, JSONType, UTCDateTime
 
+SEND_MESSAGE = "send_message"  # the actor that sends one message, by id
+
 
 class Message(Base):
     """One intended send. `dedupe_key` (rule, version, step, user, journey) makes it unique, so
@@ -35,5 +37,25 @@ class Message(Base):
     variables: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
+    status_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     send_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Delivery: the last hand-off to the broker, the claim before the provider call, attempts.
+    enqueued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    provider: Mapped[str | None] = mapped_column(String(100))
+    provider_message_id: Mapped[str | None] = mapped_column(String(300))
+
+
+class MessageStatusChange(Base):
+    """A message's status history: every move, with its time and detail."""
+
+    __tablename__ = "message_status_changes"
+    __table_args__ = (Index("ix_message_status_changes_message", "message_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from service.engine import conditions, model, program
 from service.engine.policy import Policy
+from service.engine.templates import Template
 from service.lifecycle.model import Lifecycle
 
 STAGE_CHANGED = "lifecycle.stage_changed"
@@ -67,6 +68,7 @@ class RuleIndex:
     on_stage_change: list[CompiledRule] = field(default_factory=list)
     on_inactivity: list[CompiledRule] = field(default_factory=list)
     on_schedule: list[CompiledRule] = field(default_factory=list)
+    templates: dict[str, Template] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -75,8 +77,9 @@ class RuleIndex:
         lifecycle: Lifecycle,
         policy: Policy,
         version: str = "",
+        templates: dict[str, Template] | None = None,
     ) -> RuleIndex:
-        index = cls(lifecycle=lifecycle, policy=policy, version=version)
+        index = cls(lifecycle=lifecycle, policy=policy, version=version, templates=templates or {})
         for rule, rule_version in rules:
             if not rule.enabled:
                 continue

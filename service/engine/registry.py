@@ -111,6 +111,7 @@ class RuleRegistry:
                 ruleset.lifecycle,
                 ruleset.policy,
                 ruleset.version,
+                ruleset.templates,
             )
             self.status = RulesStatus(
                 str(self.directory), ruleset.version, utcnow(), len(self._index.rules), [], utcnow()

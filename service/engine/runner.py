@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from service.delivery.models import Message
+from service.delivery.models import SEND_MESSAGE, Message
 from service.engine import conditions, matching, model, program
 from service.engine.durations import format_duration
 from service.engine.index import STAGE_CHANGED, CompiledRule, RuleIndex, compile_rule
 from service.engine.tables import Decision, Journey, RuleVersion
 from service.ingest.models import Event
-from service.kit.db import insert_ignoring_conflicts
+from service.kit.db import enqueue_after_commit, insert_ignoring_conflicts
 from service.lifecycle.service import Change
 from service.users.models import Device, User
 
@@ -658,10 +658,13 @@ def _send(
                     "status_reason": None,
                     "send_at": send_at,
                     "created_at": now,
+                    "enqueued_at": now if deferred is None else None,
                 }
             ],
         )
         message_id = session.scalar(select(Message.id).where(Message.dedupe_key == dedupe_key))
+        if deferred is None:
+            enqueue_after_commit(session, SEND_MESSAGE, message_id)
         detail = f"{channel} {template!r}"
         if refusals:
             detail += " (fallback: " + "; ".join(refusals) + ")"

@@ -117,6 +117,7 @@ class Simulation:
             ruleset.lifecycle,
             ruleset.policy,
             ruleset.version,
+            ruleset.templates,
         )
         import_all_models()
         self._dir = tempfile.TemporaryDirectory(prefix="lifeline-simulate-")

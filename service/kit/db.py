@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
@@ -126,15 +126,22 @@ class JobSender(Protocol):
     def __call__(self, actor_name: str, *args: Any) -> None: ...
 
 
+JOBS = "lifeline.jobs"
+
+
+def enqueue_after_commit(session: Session | AsyncSession, actor_name: str, *args: Any) -> None:
+    """Hand a job to the broker once the session's transaction has committed."""
+    session.info.setdefault(JOBS, []).append((actor_name, args))
+
+
 @dataclass
 class UnitOfWork:
-    """One transaction, plus the jobs to hand to the broker once it has committed."""
+    """One transaction; the jobs enqueued on its session go to the broker after it commits."""
 
     session: Any
-    jobs: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
     def enqueue(self, actor_name: str, *args: Any) -> None:
-        self.jobs.append((actor_name, args))
+        enqueue_after_commit(self.session, actor_name, *args)
 
 
 @dataclass
@@ -149,11 +156,13 @@ class AsyncUnitOfWork(UnitOfWork):
 
 @contextlib.contextmanager
 def unit_of_work(engine: Engine, send_job: JobSender | None = None) -> Iterator[SyncUnitOfWork]:
+    """`send_job` None: no broker here (simulations, tests). The work stays durable in the
+    database, and the scheduler picks it up."""
     with Session(engine, expire_on_commit=False) as session:
         uow = SyncUnitOfWork(session)
         with session.begin():
             yield uow
-    _send_jobs(uow, send_job)
+        _send_jobs(session.info.pop(JOBS, []), send_job)
 
 
 @contextlib.asynccontextmanager
@@ -164,14 +173,14 @@ async def async_unit_of_work(
         uow = AsyncUnitOfWork(session)
         async with session.begin():
             yield uow
-    _send_jobs(uow, send_job)  # a broker call: brief, and it never raises (see JobSender)
+        # A broker call: brief, and it never raises (see JobSender).
+        _send_jobs(session.info.pop(JOBS, []), send_job)
 
 
-def _send_jobs(uow: UnitOfWork, send_job: JobSender | None) -> None:
-    if uow.jobs and send_job is None:
-        raise RuntimeError("jobs were enqueued in a unit of work that has no job sender")
-    for actor_name, args in uow.jobs:
-        assert send_job is not None
+def _send_jobs(jobs: list[tuple[str, tuple[Any, ...]]], send_job: JobSender | None) -> None:
+    if send_job is None:
+        return
+    for actor_name, args in jobs:
         send_job(actor_name, *args)
 
 

@@ -49,6 +49,25 @@ class Settings(BaseSettings):
         description="How long an idle worker waits on the broker before polling again.",
     )
     db_pool_size: int = Field(default=10, gt=0, description="Database connections per process.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The address people reach this API at; unsubscribe and preference links "
+        "in messages point here.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs unsubscribe and preference links. Required with PostgreSQL; the "
+        "embedded default keeps a generated one in ./lifeline.secret.",
+    )
+    outbox_dir: Path = Field(
+        default=Path("./outbox"), description="Where the local providers write messages."
+    )
+    email_provider: str = Field(default="local-email", description="Provider for email.")
+    sms_provider: str = Field(default="local-sms", description="Provider for SMS.")
+    push_provider: str = Field(default="local-push", description="Provider for push.")
+    max_send_attempts: int = Field(
+        default=5, ge=1, description="Provider attempts before a message is failed."
+    )
 
 
 @lru_cache

@@ -1,0 +1,286 @@
+"""Turning a queued message into a provider call, exactly once, and recording what happened.
+
+A send is three steps, each short: `claim` (one transaction: re-check everything, render,
+mark the message `sending`), the provider call (no transaction open), and `record_result`
+(one transaction). A message is claimed before its provider is called, so a second delivery
+of the same job finds it no longer queued and does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import math
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.delivery.links import LinkClaims, sign
+from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
+from service.delivery.providers import Outgoing, ProviderError, Sent
+from service.engine import runner
+from service.engine.durations import format_duration
+from service.engine.index import RuleIndex
+from service.engine.tables import Journey
+from service.engine.templates import RenderError, render
+from service.kit.db import enqueue_after_commit
+from service.users.models import Device, ErasedAddress, User
+
+# Status only moves forward; these are the ranks of the non-terminal ones.
+PROGRESS = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5}
+TERMINAL = {"bounced", "failed", "complained", "unsubscribed", "skipped"}
+DELIVERED_OR_BEYOND = ("sending", "sent", "delivered", "opened", "clicked")
+
+
+def can_move(current: str, new: str) -> bool:
+    if current in TERMINAL:
+        return False
+    return new in TERMINAL or PROGRESS[new] > PROGRESS[current]
+
+
+def set_status(
+    session: Session, message: Message, status: str, now: dt.datetime, detail: str | None = None
+) -> None:
+    message.status, message.status_at = status, now
+    if detail is not None:
+        message.status_reason = detail
+    session.add(MessageStatusChange(message_id=message.id, status=status, detail=detail, at=now))
+
+
+def enqueue_send(session: Session, message: Message, now: dt.datetime) -> None:
+    message.enqueued_at = now
+    enqueue_after_commit(session, SEND_MESSAGE, message.id)
+
+
+@dataclass(frozen=True)
+class Links:
+    public_url: str
+    key: bytes
+
+
+@dataclass(frozen=True)
+class Claimed:
+    outgoing: Outgoing
+    attempt: int
+
+
+GSM_7 = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM_7_EXTENDED = frozenset("^{}\\[~]|€")  # each takes two septets
+
+
+def sms_segments(body: str) -> int:
+    """How many SMS segments the body takes: GSM-7 160/153 septets, else UCS-2 70/67."""
+    if all(c in GSM_7 or c in GSM_7_EXTENDED for c in body):
+        length = sum(2 if c in GSM_7_EXTENDED else 1 for c in body)
+        single, multi = 160, 153
+    else:
+        length = len(body.encode("utf-16-le")) // 2
+        single, multi = 70, 67
+    return 1 if length <= single else math.ceil(length / multi)
+
+
+def text_from_html(markup: str) -> str:
+    """A plain-text part for an email that has only HTML."""
+    text = re.sub(r"(?is)<(script|style).*?</\1>", "", markup)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h[1-6]>|</li>", "\n", text)
+    text = re.sub(r'(?is)<a\s[^>]*href="([^"]*)"[^>]*>(.*?)</a>', r"\2 (\1)", text)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
+
+
+def _address(session: Session, message: Message, user: User | None) -> str | None:
+    if message.to_address:
+        return message.to_address
+    if user is None:
+        return None
+    if message.channel == "email":
+        return user.email
+    if message.channel == "sms":
+        return user.phone
+    token = session.scalar(
+        select(Device.token)
+        .where(Device.profile_id == user.id, Device.disabled_at.is_(None))
+        .order_by(Device.id.desc())
+        .limit(1)
+    )
+    return token
+
+
+def _erased(session: Session, address: str) -> bool:
+    digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()
+    return session.get(ErasedAddress, digest) is not None
+
+
+def _skip_reason(
+    session: Session, index: RuleIndex, message: Message, user: User | None, now: dt.datetime
+) -> str | None:
+    """Why the message must not go out now, checked again right before sending."""
+    if user is not None and user.erased_at is not None:
+        return "the user was erased"
+    journey = session.get(Journey, message.journey_id) if message.journey_id else None
+    if (
+        journey is not None
+        and journey.ended_at is not None
+        and journey.ended_at > message.created_at
+        and journey.end_reason != "completed"
+    ):
+        return f"the journey ended before sending: {journey.end_reason}"
+    address = _address(session, message, user)
+    if not address:
+        return {
+            "email": "no email address",
+            "sms": "no phone number",
+            "push": "no push device",
+        }.get(message.channel, "no address")
+    if _erased(session, address):
+        return "the address belongs to an erased person"
+    if user is not None and not message.transactional and not message.to_address:
+        for cap in index.policy.caps:
+            if cap.channel not in (None, message.channel):
+                continue
+            query = select(func.count()).where(
+                Message.profile_id == user.id,
+                Message.id != message.id,
+                Message.to_address.is_(None),
+                Message.status.in_(DELIVERED_OR_BEYOND),
+                Message.status_at > now - cap.per,
+            )
+            if cap.channel is not None:
+                query = query.where(Message.channel == message.channel)
+            if int(session.scalar(query) or 0) >= cap.max:
+                scope = f"{cap.channel} messages" if cap.channel else "messages"
+                return f"frequency cap: {cap.max} {scope} per {format_duration(cap.per)} sent"
+    return None
+
+
+def claim(
+    session: Session, index: RuleIndex, links: Links, message_id: int, now: dt.datetime
+) -> Claimed | None:
+    """Check, render and claim a due message; None when there is nothing to send (already
+    claimed or sent, not due yet, skipped or failed here with its reason)."""
+    message = session.scalar(
+        select(Message).where(Message.id == message_id).with_for_update(skip_locked=True)
+    )
+    if message is None or message.status != "queued" or message.send_at > now:
+        return None
+    user = session.get(User, message.profile_id) if message.profile_id else None
+    reason = _skip_reason(session, index, message, user, now)
+    if reason:
+        set_status(session, message, "skipped", now, reason)
+        return None
+    if user is not None and not message.transactional and not message.to_address:
+        later = runner.quiet_until(message.channel, user, index, now)
+        if later is not None:  # the user's timezone may have changed since it was planned
+            message.send_at = later
+            message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
+            return None
+    address = _address(session, message, user)
+    assert address is not None
+    template = index.templates.get(message.template)
+    if template is None:
+        set_status(
+            session,
+            message,
+            "failed",
+            now,
+            f"no template {message.template!r} in the live rule set",
+        )
+        return None
+    topic = _topic(index, message)
+    token = (
+        sign(links.key, LinkClaims(message.profile_id or 0, message.channel, topic, message.id))
+        if message.profile_id
+        else ""
+    )
+    context = {
+        "user": runner.user_facts(user) if user else {"traits": {}},
+        "event": {"name": None, "properties": message.variables or {}},
+        "links": {
+            "unsubscribe": f"{links.public_url}/v1/unsubscribe/{token}",
+            "preferences": f"{links.public_url}/v1/preferences/{token}",
+        },
+        "message": {"id": message.id},
+    }
+    try:
+        content = render(template, message.channel, user.locale if user else None, context)
+    except RenderError as exc:
+        set_status(session, message, "failed", now, f"template {message.template!r}: {exc}")
+        return None
+    headers: dict[str, str] = {}
+    if message.channel == "email":
+        content.setdefault("text", text_from_html(content.get("html", "")))
+        if not message.transactional and token:
+            unsubscribe = f"{links.public_url}/v1/unsubscribe/{token}"
+            headers["List-Unsubscribe"] = (
+                f"<{unsubscribe}>, <mailto:unsubscribe@{_host(links)}?subject={token}>"
+            )
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.attempts += 1
+    message.claimed_at = now
+    detail = None
+    if message.channel == "sms":
+        detail = f"{sms_segments(content.get('body', ''))} SMS segment(s)"
+    set_status(session, message, "sending", now, detail)
+    outgoing = Outgoing(
+        message.id,
+        message.channel,
+        address,
+        content,
+        headers,
+        idempotency_key=f"lifeline-message-{message.id}",
+    )
+    return Claimed(outgoing, message.attempts)
+
+
+def _host(links: Links) -> str:
+    return re.sub(r"^https?://", "", links.public_url).split("/")[0].split(":")[0]
+
+
+def _topic(index: RuleIndex, message: Message) -> str:
+    compiled = index.rules.get(message.rule_id or "")
+    return compiled.rule.category if compiled else "general"
+
+
+def backoff(attempt: int, retry_after: float | None) -> dt.timedelta:
+    """Exponential back-off (30 s, 1 min, 2 min, ...), or the provider's Retry-After."""
+    seconds = retry_after if retry_after is not None else min(30 * 2 ** (attempt - 1), 3600)
+    return dt.timedelta(seconds=seconds)
+
+
+def record_result(
+    session: Session,
+    message_id: int,
+    result: Sent | ProviderError,
+    provider: str,
+    now: dt.datetime,
+    max_attempts: int,
+) -> None:
+    message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+    if message is None or message.status != "sending":
+        return
+    message.provider = provider
+    if isinstance(result, Sent):
+        message.provider_message_id = result.provider_message_id
+        set_status(session, message, "sent", now, f"accepted by {provider}")
+        return
+    if result.kind == "retryable" and message.attempts < max_attempts:
+        wait = backoff(message.attempts, result.retry_after)
+        message.send_at = now + wait
+        message.enqueued_at = None  # the scheduler hands it to the broker when it is due
+        set_status(
+            session,
+            message,
+            "queued",
+            now,
+            f"{provider}: {result.reason}; attempt {message.attempts} of {max_attempts}, "
+            f"next in {format_duration(wait)}",
+        )
+        return
+    kind = "gave up after retries" if result.kind == "retryable" else result.kind
+    set_status(session, message, "failed", now, f"{provider} ({kind}): {result.reason}")
