@@ -441,19 +441,23 @@ def _journeys_see(
 ) -> None:
     """Goals, exits and waits of the user's journeys that this event (a tracked event, or
     Lifeline's own lifecycle.stage_changed) answers; `at` is when it happened."""
-    journeys = session.scalars(
-        select(Journey)
-        .where(
-            Journey.profile_id == user.id,
-            or_(
-                Journey.ended_at.is_(None),
-                (Journey.converted_at.is_(None)) & (Journey.goal_deadline >= at),
-            ),
-        )
-        .order_by(Journey.id)
-    )
+    # Journeys are flushed when they are created; their later in-memory changes (pc, end)
+    # are what the loop below reads. So no flush of the whole session is needed first,
+    # which would write the batch's users and events one event at a time.
+    with session.no_autoflush:
+        journeys = session.scalars(
+            select(Journey)
+            .where(
+                Journey.profile_id == user.id,
+                or_(
+                    Journey.ended_at.is_(None),
+                    (Journey.converted_at.is_(None)) & (Journey.goal_deadline >= at),
+                ),
+            )
+            .order_by(Journey.id)
+        ).all()
     properties = trigger.properties
-    for journey in list(journeys):
+    for journey in journeys:
         compiled = rule_for(session, index, journey)
         if compiled is None:
             if journey.ended_at is None:
