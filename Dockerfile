@@ -26,8 +26,10 @@ subprocess.run([sys.executable, '-m', 'pip', 'install', '-c', 'constraints.txt',
 COPY . .
 RUN pip install -c constraints.txt -e .
 
-# The code belongs to root and is read-only for the user the processes run as.
-RUN useradd --system --uid 10001 --user-group --no-create-home lifeline
+# The code belongs to root and is read-only for the user the processes run as; only the
+# outbox of the local providers is theirs to write.
+RUN useradd --system --uid 10001 --user-group --no-create-home lifeline \
+    && mkdir /app/outbox && chown lifeline:lifeline /app/outbox
 USER lifeline
 
 EXPOSE 8000
