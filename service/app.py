@@ -15,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.delivery.endpoints import links_router
+from service.delivery.endpoints import router as delivery_router
 from service.engine.endpoints import router as rules_router
 from service.ingest.dispatch import EventDispatcher
 from service.ingest.endpoints import router as ingest_router
@@ -89,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(users_router)
     app.include_router(rules_router)
+    app.include_router(delivery_router)
+    app.include_router(links_router)
     _health_routes(app)
     _error_handlers(app)
     return app

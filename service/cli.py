@@ -205,6 +205,30 @@ def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     return _with_session(settings, lambda session: explain(session, args.user_id, args.limit))
 
 
+def _cmd_messages(args: argparse.Namespace, settings: Settings) -> int:
+    from service.delivery.messages import retry_failed
+    from service.kit.db import utcnow
+
+    if not (args.ids or args.rule or args.all_failed):
+        print("error: choose messages: --id ID, --rule RULE or --all-failed", file=sys.stderr)
+        return 2
+
+    def retry(session: object) -> int:
+        done = retry_failed(session, args.ids or [], args.rule, utcnow())  # type: ignore[arg-type]
+        for message_id in done.missing:
+            print(f"message {message_id}: no such message", file=sys.stderr)
+        for message_id, status in done.not_failed.items():
+            print(f"message {message_id}: {status}, not retried", file=sys.stderr)
+        count = len(done.queued)
+        print(
+            f"{count} failed message{'' if count == 1 else 's'} queued again; "
+            "the scheduler hands them to a worker"
+        )
+        return 1 if done.missing or done.not_failed else 0
+
+    return _with_session(settings, retry)
+
+
 def _rules_schema(args: argparse.Namespace, directory: Path) -> int:
     from service.engine.schema import write_schemas
 
@@ -318,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("user_id")
     explain.add_argument("--limit", type=int, default=200)
+
+    messages = add("messages", _cmd_messages, "Work with queued, sent and failed messages.")
+    message_actions = messages.add_subparsers(dest="action", required=True, metavar="ACTION")
+    retry = message_actions.add_parser(
+        "retry",
+        help="queue failed messages again (checked again before sending); prints how many",
+    )
+    retry.add_argument(
+        "--id", dest="ids", type=int, action="append", metavar="ID", help="a message id (repeat)"
+    )
+    retry.add_argument("--rule", help="the failed messages of this rule")
+    retry.add_argument("--all-failed", action="store_true", help="every failed message")
     return parser
 
 

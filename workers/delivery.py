@@ -39,11 +39,14 @@ def send_message(runtime: Runtime, message_id: int) -> None:
         log.error("message %d waits: there is no rules folder to render its template", message_id)
         return
     links = Links(runtime.settings.public_url, secret_key(runtime.settings))
+    # Before the claim: a provider that cannot load must leave the message queued, not
+    # claimed and stuck in `sending`.
+    by_channel = providers(runtime)
     with unit_of_work(runtime.engine) as uow:
         claimed = delivery.claim(uow.session, rules, links, message_id, utcnow())
     if claimed is None:
         return
-    provider = providers(runtime)[claimed.outgoing.channel]
+    provider = by_channel[claimed.outgoing.channel]
     result: Sent | ProviderError
     try:
         result = provider.send(claimed.outgoing)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.delivery import consent
 from service.delivery.links import LinkClaims, sign
 from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
 from service.delivery.providers import Outgoing, ProviderError, Sent
@@ -131,6 +132,10 @@ def _skip_reason(
         and journey.end_reason != "completed"
     ):
         return f"the journey ended before sending: {journey.end_reason}"
+    if journey is not None and journey.converted_at is not None:
+        # A journey that ran to its end stays "completed" when its goal comes later; the
+        # message it left waiting (deferred by quiet hours, a retry) is no longer wanted.
+        return "the journey ended before sending: goal reached"
     address = _address(session, message, user)
     if not address:
         return {
@@ -140,6 +145,12 @@ def _skip_reason(
         }.get(message.channel, "no address")
     if _erased(session, address):
         return "the address belongs to an erased person"
+    if user is not None and not message.transactional and not message.to_address:
+        topic = _topic(index, message)
+        if reason := consent.may_send(session, user.id, message.channel, topic):
+            return reason
+    if reason := consent.suppressed(session, message.channel, address, message.transactional):
+        return reason
     if user is not None and not message.transactional and not message.to_address:
         for cap in index.policy.caps:
             if cap.channel not in (None, message.channel):

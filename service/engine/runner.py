@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from service.delivery.models import SEND_MESSAGE, Message
+from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
 from service.engine import conditions, matching, model, program
 from service.engine.durations import format_duration
 from service.engine.index import STAGE_CHANGED, CompiledRule, RuleIndex, compile_rule
@@ -642,8 +642,8 @@ def _send(
         statement = insert_ignoring_conflicts(
             Message.__table__, session.get_bind().dialect.name, ["dedupe_key"]
         )
-        session.execute(
-            statement,
+        inserted = session.execute(
+            statement.returning(Message.id),
             [
                 {
                     "dedupe_key": dedupe_key,
@@ -665,8 +665,10 @@ def _send(
                     "enqueued_at": now if deferred is None else None,
                 }
             ],
-        )
+        ).scalar()
         message_id = session.scalar(select(Message.id).where(Message.dedupe_key == dedupe_key))
+        if inserted is not None:  # its status history starts here, not at the first claim
+            session.add(MessageStatusChange(message_id=inserted, status="queued", at=now))
         if deferred is None:
             enqueue_after_commit(session, SEND_MESSAGE, message_id)
         detail = f"{channel} {template!r}"

@@ -6,11 +6,12 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from service.delivery.models import Message
+from service.delivery import consent
+from service.delivery.models import Message, Suppression
 from service.engine.tables import Decision, Journey
 from service.ingest.models import Event
 from service.kit.db import Base, insert_ignoring_conflicts, utcnow
@@ -113,6 +114,7 @@ def merge_profile(session: Session, old: User, into: User) -> None:
         )
         .values(ended_at=utcnow(), end_reason=f"profile merged into {into.user_id!r}")
     )
+    consent.merge_subscriptions(session, old.id, into.id)
     for table in Base.metadata.sorted_tables:
         if "profile_id" in table.c:
             session.execute(
@@ -197,6 +199,13 @@ async def erase(session: AsyncSession, user_id: str) -> tuple[User, int]:
         if address:
             await session.merge(
                 ErasedAddress(address_hash=_address_hash(address), channel=channel, erased_at=now)
+            )
+            # The hash above stops every send to it; the list must not keep it in clear.
+            await session.execute(
+                delete(Suppression).where(
+                    Suppression.channel == channel,
+                    Suppression.address == address.strip().lower(),
+                )
             )
     user.traits, user.traits_at = {}, None
     user.email = user.phone = user.timezone = user.locale = None
