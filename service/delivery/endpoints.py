@@ -17,6 +17,7 @@ from service.delivery import consent, messages, pages, preferences
 from service.delivery.consent import InvalidAddress
 from service.delivery.links import LinkClaims, secret_key, verify
 from service.delivery.models import Message, MessageStatusChange, Subscription, Suppression
+from service.kit import pagination
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work, utcnow
 from service.kit.state import AppState
@@ -289,14 +290,6 @@ class Suppressions(BaseModel):
     next_cursor: str | None
 
 
-def _cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise HTTPException(status_code=400, detail="cursor: not a cursor from this API")
-    return int(cursor)
-
-
 def _address(channel: str, address: str) -> str:
     try:
         return consent.normalise_address(channel, address)
@@ -321,19 +314,15 @@ async def list_suppressions(
         query = query.where(Suppression.address == _address(channel, address))
     if channel is not None:
         query = query.where(Suppression.channel == channel)
-    before_id = _cursor(cursor)
+    before_id = pagination.before_id(cursor)
     if before_id is not None:
         query = query.where(Suppression.id < before_id)
     async with async_unit_of_work(_state(request).engine) as uow:
         rows = list(
             await uow.session.scalars(query.order_by(Suppression.id.desc()).limit(limit + 1))
         )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Suppressions(
-        suppressions=[_suppression(row) for row in rows],
-        next_cursor=str(rows[-1].id) if more else None,
-    )
+    rows, next_cursor = pagination.page(rows, limit, lambda row: row.id)
+    return Suppressions(suppressions=[_suppression(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.post(
@@ -457,7 +446,7 @@ async def list_messages(
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
 ) -> Messages:
-    before_id = _cursor(cursor)
+    before_id = pagination.before_id(cursor)
     async with async_unit_of_work(_state(request).engine) as uow:
         profile_id = None
         if user is not None:
@@ -466,11 +455,10 @@ async def list_messages(
                 raise _no_user(user)
             profile_id = profile.id
         rows = await messages.find(uow.session, profile_id, rule, status, before_id, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = pagination.page(rows, limit, lambda row: row[0].id)
     return Messages(
         messages=[MessageOut.model_validate(_message_fields(m, u)) for m, u in rows],
-        next_cursor=str(rows[-1][0].id) if more else None,
+        next_cursor=next_cursor,
     )
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from service.ingest.models import Event
+from service.kit import pagination
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work
 from service.kit.state import AppState
@@ -133,15 +134,6 @@ def _event(event: Event) -> TimelineEvent:
     )
 
 
-def _cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    # ASCII digits only (str.isdigit takes '²'), and within a 64-bit id
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise HTTPException(status_code=400, detail="cursor: not a cursor from this API")
-    return int(cursor)
-
-
 def _not_found(user_id: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"no user {user_id!r}")
 
@@ -166,18 +158,14 @@ async def get_user_events(
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
 ) -> Timeline:
-    before_id = _cursor(cursor)
+    before_id = pagination.before_id(cursor)
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
             raise _not_found(user_id)
         events = await service.timeline(uow.session, user.id, before_id, limit + 1)
-    more = len(events) > limit
-    events = events[:limit]
-    return Timeline(
-        events=[_event(e) for e in events],
-        next_cursor=str(events[-1].id) if more else None,
-    )
+    events, next_cursor = pagination.page(events, limit, lambda e: e.id)
+    return Timeline(events=[_event(e) for e in events], next_cursor=next_cursor)
 
 
 @router.delete("/{user_id}", response_model=Erased, summary="Erase a person's personal data")
@@ -199,14 +187,13 @@ async def get_user_decisions(
     limit: int = Query(default=100, ge=1, le=1000),
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
 ) -> Decisions:
-    before_id = _cursor(cursor)
+    before_id = pagination.before_id(cursor)
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
             raise _not_found(user_id)
         rows = await service.decisions(uow.session, user.id, before_id, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = pagination.page(rows, limit, lambda d: d.id)
     return Decisions(
         decisions=[
             DecisionOut(
@@ -221,5 +208,5 @@ async def get_user_decisions(
             )
             for d in rows
         ],
-        next_cursor=str(rows[-1].id) if more else None,
+        next_cursor=next_cursor,
     )
