@@ -143,6 +143,17 @@ def test_backoff_doubles_from_thirty_seconds_up_to_an_hour() -> None:
     assert backoff(3, 7.5) == dt.timedelta(seconds=7.5)
 
 
+def test_the_back_off_starts_from_the_configured_base(
+    engine: Engine, index: RuleIndex, welcome: int
+) -> None:
+    assert [backoff(n, None, base=0.25).total_seconds() for n in (1, 2, 3)] == [0.25, 0.5, 1.0]
+    assert claim_at(engine, index, welcome, START) is not None
+    with unit_of_work(engine) as uow:
+        timeout = ProviderError("retryable", "connection timed out")
+        record_result(uow.session, welcome, timeout, "fake-email", START, 5, retry_base_seconds=2)
+    assert message(engine, welcome).send_at == START + 2 * SECOND
+
+
 @pytest.mark.parametrize(
     ("current", "new"),
     [

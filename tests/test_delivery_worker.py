@@ -17,7 +17,7 @@ from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from tests.delivery_helpers import LINKS, FakeProvider, message, minutes, profile_id, statuses
 from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
-from workers.delivery import STUCK_AFTER, send_message, sweep_messages
+from workers.delivery import send_message, sweep_messages
 from workers.runtime import Runtime, build_runtime
 
 RULES = """
@@ -200,7 +200,8 @@ def test_a_message_left_sending_by_a_stopped_worker_is_settled(
     busy = sign_up(runtime, now - minutes(10), "u-busy")
     index = live_index(runtime)
     with unit_of_work(runtime.engine) as uow:  # claimed, then the worker died mid-call
-        assert claim(uow.session, index, LINKS, stuck, now - STUCK_AFTER - minutes(1))
+        stuck_after = dt.timedelta(seconds=runtime.settings.stuck_send_seconds)
+        assert claim(uow.session, index, LINKS, stuck, now - stuck_after - minutes(1))
         assert claim(uow.session, index, LINKS, busy, now - minutes(1))  # still in the call
 
     sweep_messages(runtime)

@@ -4,11 +4,13 @@ file is an error rather than the silent removal of its rules."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from service.engine.loader import RulesInvalid, load_rules
+from service.engine.loader import RuleSet, RulesInvalid, load_rules
 from service.engine.registry import RuleRegistry
 from tests.engine_helpers import settled
 
@@ -42,3 +44,25 @@ def test_a_change_goes_live_only_after_the_files_settle(folder: Path) -> None:
     current = registry.current()
     assert current is not first
     assert current is not None and current.version != first.version
+
+
+def test_every_caller_waits_for_the_first_load(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's threads all start at once: one loads the rules, the others must wait for
+    it rather than see no rule set (and process events as if there were no rules)."""
+    loading = threading.Event()
+
+    def slow_load(directory: Path) -> RuleSet:
+        loading.set()
+        time.sleep(0.3)
+        return load_rules(directory)
+
+    monkeypatch.setattr("service.engine.registry.load_rules", slow_load)
+    registry = RuleRegistry(folder)
+    first = threading.Thread(target=registry.current)
+    first.start()
+    assert loading.wait(5)
+
+    assert registry.current() is not None
+    first.join(5)

@@ -12,6 +12,7 @@ from service.delivery.links import secret_key
 from service.delivery.models import Message
 from service.delivery.providers import Provider, ProviderError, Sent
 from service.delivery.service import Links
+from service.engine.durations import format_duration
 from service.kit.db import unit_of_work, utcnow
 from workers.providers import load_provider
 from workers.runtime import Runtime
@@ -19,7 +20,6 @@ from workers.runtime import Runtime
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
-STUCK_AFTER = dt.timedelta(minutes=5)
 
 
 def providers(runtime: Runtime) -> dict[str, Provider]:
@@ -47,6 +47,13 @@ def send_message(runtime: Runtime, message_id: int) -> None:
     if claimed is None:
         return
     provider = by_channel[claimed.outgoing.channel]
+    if (throttled := runtime.send_limits.take_slot(provider.name)) is not None:
+        now = utcnow()
+        reason = f"{throttled.reason}; next try in {format_duration(throttled.wait)}"
+        with unit_of_work(runtime.engine) as uow:
+            delivery.release(uow.session, message_id, now + throttled.wait, now, reason)
+        log.info("message %d waits: %s", message_id, reason)
+        return
     result: Sent | ProviderError
     try:
         result = provider.send(claimed.outgoing)
@@ -63,6 +70,7 @@ def send_message(runtime: Runtime, message_id: int) -> None:
             provider.name,
             utcnow(),
             runtime.settings.max_send_attempts,
+            runtime.settings.retry_base_seconds,
         )
     if isinstance(result, ProviderError):
         log.warning(
@@ -103,11 +111,12 @@ def _settle_stuck(runtime: Runtime, now: dt.datetime) -> None:
     """A message left `sending` (its worker killed during the provider call) is sent again
     only through a provider that takes an idempotency key; otherwise it fails, as its
     outcome is unknown and sending twice is worse than not at all."""
+    stuck_after = dt.timedelta(seconds=runtime.settings.stuck_send_seconds)
     with unit_of_work(runtime.engine, runtime.send_job) as uow:
         stuck = list(
             uow.session.scalars(
                 select(Message)
-                .where(Message.status == "sending", Message.claimed_at < now - STUCK_AFTER)
+                .where(Message.status == "sending", Message.claimed_at < now - stuck_after)
                 .limit(SWEEP_BATCH)
                 .with_for_update(skip_locked=True)
             )

@@ -12,6 +12,7 @@ from service.engine.registry import RuleRegistry
 from service.kit.db import JobSender, create_sync_engine
 from service.kit.settings import Settings
 from workers.broker import build_broker, job_sender
+from workers.rate_limits import SendLimits, build_send_limits
 
 
 @dataclass
@@ -21,10 +22,12 @@ class Runtime:
     broker: dramatiq.Broker
     send_job: JobSender
     rules: RuleRegistry
+    send_limits: SendLimits
     providers: dict[str, Provider] | None = None  # by channel, loaded on first send
 
     def close(self) -> None:
         self.broker.close()
+        self.send_limits.close()
         self.engine.dispose()
 
 
@@ -38,6 +41,7 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=broker,
         send_job=job_sender(broker),
         rules=RuleRegistry(settings.rules_dir),
+        send_limits=build_send_limits(settings),
     )
     declare_actors(runtime)
     return runtime

@@ -258,9 +258,24 @@ def _topic(index: RuleIndex, message: Message) -> str:
     return compiled.rule.category if compiled else "general"
 
 
-def backoff(attempt: int, retry_after: float | None) -> dt.timedelta:
-    """Exponential back-off (30 s, 1 min, 2 min, ...), or the provider's Retry-After."""
-    seconds = retry_after if retry_after is not None else min(30 * 2 ** (attempt - 1), 3600)
+def release(
+    session: Session, message_id: int, send_at: dt.datetime, now: dt.datetime, reason: str
+) -> None:
+    """Put a claimed message back to `queued` before its provider was called (no slot under a
+    rate limit): the claim's attempt is given back, and the scheduler hands the message to the
+    broker again at `send_at`."""
+    message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+    if message is None or message.status != "sending":
+        return
+    message.attempts -= 1
+    message.send_at, message.enqueued_at = send_at, None
+    set_status(session, message, "queued", now, reason)
+
+
+def backoff(attempt: int, retry_after: float | None, base: float = 30) -> dt.timedelta:
+    """Exponential back-off (by default 30 s, 1 min, 2 min, ...), or the provider's
+    Retry-After."""
+    seconds = retry_after if retry_after is not None else min(base * 2 ** (attempt - 1), 3600)
     return dt.timedelta(seconds=seconds)
 
 
@@ -271,6 +286,7 @@ def record_result(
     provider: str,
     now: dt.datetime,
     max_attempts: int,
+    retry_base_seconds: float = 30,
 ) -> None:
     message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
     if message is None or message.status != "sending":
@@ -281,7 +297,7 @@ def record_result(
         set_status(session, message, "sent", now, f"accepted by {provider}")
         return
     if result.kind == "retryable" and message.attempts < max_attempts:
-        wait = backoff(message.attempts, result.retry_after)
+        wait = backoff(message.attempts, result.retry_after, retry_base_seconds)
         message.send_at = now + wait
         message.enqueued_at = None  # the scheduler hands it to the broker when it is due
         set_status(

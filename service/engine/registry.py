@@ -71,7 +71,9 @@ class RuleRegistry:
     def current(self) -> RuleIndex | None:
         """The live index (None when there is no rules folder); raises RulesUnavailable when
         the folder exists but no valid set has loaded yet."""
-        if time.monotonic() - self._checked >= self.check_every:
+        # Until a set has loaded, every caller takes the lock, so a thread that arrives while
+        # another is loading waits for it instead of running without rules.
+        if self._index is None or time.monotonic() - self._checked >= self.check_every:
             self.reload_if_changed()
         if self._index is None and self.status.errors:
             raise RulesUnavailable(f"no valid rule set loaded from {self.directory}")

@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` provider calls in any `window_seconds`."""
+
+    count: int
+    window_seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{'s' if self.window_seconds == 1 else 'm'}"
+
+
+RATE_LIMIT_ENTRY = re.compile(r"(?P<name>[^=\s]+)\s*=\s*(?P<count>\d+)\s*/\s*(?P<unit>\w+)")
+RATE_LIMIT_WINDOWS = {"s": 1, "m": 60}
+
+
+def parse_rate_limits(text: str) -> dict[str, RateLimit]:
+    """'webhook-email=100/s, twilio=30/m' -> a limit per provider name."""
+    limits: dict[str, RateLimit] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        match = RATE_LIMIT_ENTRY.fullmatch(entry)
+        if match is None:
+            raise ValueError(
+                f"LIFELINE_RATE_LIMITS: bad entry {entry!r}, expected provider=count/s "
+                "or provider=count/m"
+            )
+        name, count, unit = match["name"], int(match["count"]), match["unit"]
+        if unit not in RATE_LIMIT_WINDOWS:
+            raise ValueError(f"LIFELINE_RATE_LIMITS: bad entry {entry!r}, unit must be s or m")
+        if count < 1:
+            raise ValueError(f"LIFELINE_RATE_LIMITS: bad entry {entry!r}, count must be >= 1")
+        if name in limits:
+            raise ValueError(f"LIFELINE_RATE_LIMITS: bad entry {entry!r}, {name} given twice")
+        limits[name] = RateLimit(count, RATE_LIMIT_WINDOWS[unit])
+    return limits
 
 
 class Settings(BaseSettings):
@@ -68,6 +107,40 @@ class Settings(BaseSettings):
     max_send_attempts: int = Field(
         default=5, ge=1, description="Provider attempts before a message is failed."
     )
+    retry_base_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="The first wait after a provider's retryable error; each retry doubles "
+        "it, up to an hour.",
+    )
+    stuck_send_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A message `sending` this long lost its worker mid-call: the scheduler "
+        "sends it again (idempotent providers) or fails it.",
+    )
+    webhook_url: str | None = Field(
+        default=None, description="Where the webhook providers POST each message as JSON."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs webhook bodies: X-Lifeline-Signature: sha256=<HMAC of the body>.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a webhook call may take before it is retried."
+    )
+
+    rate_limits: Annotated[dict[str, RateLimit], NoDecode] = Field(
+        default_factory=dict,
+        description="Provider calls allowed per second or minute, e.g. "
+        "'webhook-email=100/s,twilio=30/m'; shared by all workers through a Redis broker. "
+        "Empty: no limits.",
+    )
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _parse_rate_limits(cls, value: Any) -> Any:
+        return parse_rate_limits(value) if isinstance(value, str) else value
 
 
 @lru_cache
