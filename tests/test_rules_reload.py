@@ -66,3 +66,14 @@ def test_every_caller_waits_for_the_first_load(
 
     assert registry.current() is not None
     first.join(5)
+
+
+def test_the_version_depends_on_the_content_not_on_where_the_folder_is(
+    folder: Path, tmp_path: Path
+) -> None:
+    elsewhere = Path(shutil.copytree(folder, tmp_path / "deeper" / "copy"))
+    assert load_rules(folder).version == load_rules(elsewhere).version
+    (elsewhere / "onboarding.yaml").write_text(
+        (elsewhere / "onboarding.yaml").read_text().replace("wait: 2d", "wait: 3d")
+    )
+    assert load_rules(folder).version != load_rules(elsewhere).version

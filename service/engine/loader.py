@@ -173,7 +173,8 @@ class _Loader:
         known = frozenset(catalog[0].events) | frozenset(INTERNAL_EVENTS)
         everything = {
             "rules": [
-                {"file": doc.file, "rule": rule.model_dump(mode="json", by_alias=True)}
+                # The file by name only: the same folder has the same version wherever it is.
+                {"file": Path(doc.file).name, "rule": rule.model_dump(mode="json", by_alias=True)}
                 for rule, doc in sorted(rules, key=lambda r: r[0].id)
             ],
             "lifecycle": lifecycle[0].model_dump(mode="json", by_alias=True),
