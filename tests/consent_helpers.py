@@ -55,14 +55,7 @@ rules:
 
 
 def index_for(folder: Path) -> RuleIndex:
-    rules = load_rules(folder)
-    return RuleIndex.build(
-        [(r.rule, r.version) for r in rules.rules],
-        rules.lifecycle,
-        rules.policy,
-        rules.version,
-        rules.templates,
-    )
+    return RuleIndex.from_ruleset(load_rules(folder))
 
 
 def add_user(

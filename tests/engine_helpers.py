@@ -147,13 +147,7 @@ def reasons(result: Result, outcome: str, rule: str | None = None) -> list[str]:
 
 
 def index_of(rules: RuleSet) -> RuleIndex:
-    return RuleIndex.build(
-        [(r.rule, r.version) for r in rules.rules],
-        rules.lifecycle,
-        rules.policy,
-        rules.version,
-        rules.templates,
-    )
+    return RuleIndex.from_ruleset(rules)
 
 
 def ingest(

@@ -6,11 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from service.engine import conditions, model, program
 from service.engine.policy import Policy
 from service.engine.templates import Template
 from service.lifecycle.model import Lifecycle
+
+if TYPE_CHECKING:
+    from service.engine.loader import RuleSet
 
 STAGE_CHANGED = "lifecycle.stage_changed"
 
@@ -102,6 +106,17 @@ class RuleIndex:
         ):
             group.sort(key=lambda c: (-c.rule.priority, c.id))
         return index
+
+    @classmethod
+    def from_ruleset(cls, ruleset: RuleSet) -> RuleIndex:
+        """The index of a loaded rules folder."""
+        return cls.build(
+            [(r.rule, r.version) for r in ruleset.rules],
+            ruleset.lifecycle,
+            ruleset.policy,
+            ruleset.version,
+            ruleset.templates,
+        )
 
     def thresholds(self) -> list[dt.timedelta]:
         """Every inactivity duration something acts on."""

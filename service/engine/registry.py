@@ -108,13 +108,7 @@ class RuleRegistry:
                     "\n".join(self.status.errors),
                 )
                 return
-            self._index = RuleIndex.build(
-                [(r.rule, r.version) for r in ruleset.rules],
-                ruleset.lifecycle,
-                ruleset.policy,
-                ruleset.version,
-                ruleset.templates,
-            )
+            self._index = RuleIndex.from_ruleset(ruleset)
             self.status = RulesStatus(
                 str(self.directory), ruleset.version, utcnow(), len(self._index.rules), [], utcnow()
             )

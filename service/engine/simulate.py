@@ -112,13 +112,7 @@ def read_timeline(
 
 class Simulation:
     def __init__(self, ruleset: RuleSet):
-        self.index = RuleIndex.build(
-            [(r.rule, r.version) for r in ruleset.rules],
-            ruleset.lifecycle,
-            ruleset.policy,
-            ruleset.version,
-            ruleset.templates,
-        )
+        self.index = RuleIndex.from_ruleset(ruleset)
         import_all_models()
         self._dir = tempfile.TemporaryDirectory(prefix="lifeline-simulate-")
         self.engine: Engine = create_sync_engine(f"sqlite:///{Path(self._dir.name) / 'sim.db'}")
