@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -145,11 +147,20 @@ def test_too_many_requests_is_retried_after_the_wait_it_asks_for(
     )
 
 
-def test_a_retry_after_date_falls_back_to_the_usual_back_off(
+def test_a_retry_after_date_is_the_wait_until_that_date(
     provider: Webhook, relay: respx.MockRouter
 ) -> None:
-    date = "Wed, 21 Oct 2026 07:28:00 GMT"
-    relay.post(URL).respond(429, headers={"Retry-After": date})
+    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+    relay.post(URL).respond(429, headers={"Retry-After": later})
+    assert 110 <= (failure(provider).retry_after or 0) <= 120
+    relay.post(URL).respond(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert failure(provider).retry_after == 0
+
+
+def test_an_unreadable_retry_after_falls_back_to_the_usual_back_off(
+    provider: Webhook, relay: respx.MockRouter
+) -> None:
+    relay.post(URL).respond(429, headers={"Retry-After": "soon"})
     assert failure(provider).retry_after is None
 
 

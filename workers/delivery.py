@@ -23,14 +23,25 @@ SWEEP_BATCH = 1000
 
 
 def providers(runtime: Runtime) -> dict[str, Provider]:
+    """The adapters by channel, push ones by device platform: 'email', 'sms', 'push:ios',
+    'push:*' (any other platform)."""
     settings = runtime.settings
     if runtime.providers is None:
-        runtime.providers = {
+        loaded = {
             "email": load_provider(settings.email_provider, settings),
             "sms": load_provider(settings.sms_provider, settings),
-            "push": load_provider(settings.push_provider, settings),
         }
+        for platform, name in settings.push_providers.items():
+            loaded[f"push:{platform}"] = load_provider(name, settings)
+        runtime.providers = loaded
     return runtime.providers
+
+
+def provider_for(runtime: Runtime, channel: str, platform: str | None) -> Provider | None:
+    by_key = providers(runtime)
+    if channel != "push":
+        return by_key.get(channel)
+    return by_key.get(f"push:{platform}") or by_key.get("push:*")
 
 
 def send_message(runtime: Runtime, message_id: int) -> None:
@@ -41,12 +52,24 @@ def send_message(runtime: Runtime, message_id: int) -> None:
     links = Links(runtime.settings.public_url, secret_key(runtime.settings))
     # Before the claim: a provider that cannot load must leave the message queued, not
     # claimed and stuck in `sending`.
-    by_channel = providers(runtime)
+    providers(runtime)
     with unit_of_work(runtime.engine) as uow:
         claimed = delivery.claim(uow.session, rules, links, message_id, utcnow())
     if claimed is None:
         return
-    provider = by_channel[claimed.outgoing.channel]
+    outgoing = claimed.outgoing
+    provider = provider_for(runtime, outgoing.channel, outgoing.platform)
+    if provider is None:
+        with unit_of_work(runtime.engine) as uow:
+            delivery.record_result(
+                uow.session,
+                message_id,
+                ProviderError("permanent", f"no push provider for {outgoing.platform} devices"),
+                "none",
+                utcnow(),
+                runtime.settings.max_send_attempts,
+            )
+        return
     if (throttled := runtime.send_limits.take_slot(provider.name)) is not None:
         now = utcnow()
         reason = f"{throttled.reason}; next try in {format_duration(throttled.wait)}"
@@ -71,6 +94,7 @@ def send_message(runtime: Runtime, message_id: int) -> None:
             utcnow(),
             runtime.settings.max_send_attempts,
             runtime.settings.retry_base_seconds,
+            address=outgoing.to,
         )
     if isinstance(result, ProviderError):
         log.warning(
@@ -122,15 +146,21 @@ def _settle_stuck(runtime: Runtime, now: dt.datetime) -> None:
             )
         )
         for message in stuck:
-            provider = providers(runtime)[message.channel]
-            if provider.idempotent:
+            # Push may have gone through any of its platforms' providers.
+            candidates = [
+                provider
+                for key, provider in providers(runtime).items()
+                if key.partition(":")[0] == message.channel
+            ]
+            names = " or ".join(sorted({provider.name for provider in candidates}))
+            if candidates and all(provider.idempotent for provider in candidates):
                 message.send_at, message.enqueued_at = now, None
                 delivery.set_status(
                     uow.session,
                     message,
                     "queued",
                     now,
-                    f"its worker stopped during the call to {provider.name}; "
+                    f"its worker stopped during the call to {names}; "
                     "sending again with the same idempotency key",
                 )
             else:
@@ -139,7 +169,7 @@ def _settle_stuck(runtime: Runtime, now: dt.datetime) -> None:
                     message,
                     "failed",
                     now,
-                    f"its worker stopped during the call to {provider.name}; "
+                    f"its worker stopped during the call to {names}; "
                     "not sent again, to avoid sending twice",
                 )
         if stuck:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.delivery.models import Subscription, Suppression
 from service.kit.db import insert_ignoring_conflicts
-from service.users.models import User
+from service.users.models import Device, User
 from service.users.profile import normalise_email, normalise_phone
 
 CHANNELS = ("email", "sms", "push")
@@ -185,6 +185,33 @@ def lift(session: Session, channel: str, address: str, only: str | None = None) 
         return False
     session.delete(row)
     return True
+
+
+def address_gone(
+    session: Session, channel: str, address: str, user: User | None, now: dt.datetime
+) -> str:
+    """Act on a provider's word that an address is gone: a push device is disabled, an email
+    address suppressed as a hard bounce, and a phone whose owner opted out at the provider
+    (Twilio 21610, STOP) unsubscribed from SMS. What was done, for the status history."""
+    if channel == "push":
+        session.execute(
+            update(Device)
+            .where(Device.token == address, Device.disabled_at.is_(None))
+            .values(disabled_at=now)
+        )
+        return "the device was disabled"
+    if channel == "sms":
+        if user is not None and profile_address(user, "sms") == _normalised_or_none("sms", address):
+            set_subscription(session, user, "sms", ALL_TOPICS, False, "provider", now)
+            return "the user was unsubscribed from SMS"
+        if _normalised_or_none("sms", address) is None:
+            return "the number is not valid, nothing suppressed"
+        suppress(session, "sms", address, "unsubscribe", now)
+        return "the number was suppressed"
+    if _normalised_or_none(channel, address) is None:
+        return "the address is not valid, nothing suppressed"
+    suppress(session, channel, address, "hard_bounce", now)
+    return "the address was suppressed"
 
 
 def merge_subscriptions(session: Session, old_id: int, into_id: int) -> None:

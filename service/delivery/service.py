@@ -113,6 +113,13 @@ def _address(session: Session, message: Message, user: User | None) -> str | Non
     return token
 
 
+def _platform(session: Session, token: str) -> str | None:
+    platform: str | None = session.scalar(
+        select(Device.platform).where(Device.token == token).order_by(Device.id.desc()).limit(1)
+    )
+    return platform
+
+
 def _erased(session: Session, address: str) -> bool:
     digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()
     return session.get(ErasedAddress, digest) is not None
@@ -245,6 +252,7 @@ def claim(
         content,
         headers,
         idempotency_key=f"lifeline-message-{message.id}",
+        platform=_platform(session, address) if message.channel == "push" else None,
     )
     return Claimed(outgoing, message.attempts)
 
@@ -287,7 +295,11 @@ def record_result(
     now: dt.datetime,
     max_attempts: int,
     retry_base_seconds: float = 30,
+    address: str | None = None,
 ) -> None:
+    """Record a provider's answer. `address` is where the message went (for push, the device
+    token): an `address_gone` error disables the device, suppresses the address or records the
+    opt-out."""
     message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
     if message is None or message.status != "sending":
         return
@@ -310,4 +322,8 @@ def record_result(
         )
         return
     kind = "gave up after retries" if result.kind == "retryable" else result.kind
-    set_status(session, message, "failed", now, f"{provider} ({kind}): {result.reason}")
+    detail = f"{provider} ({kind}): {result.reason}"
+    if result.kind == "address_gone" and address:
+        user = session.get(User, message.profile_id) if message.profile_id else None
+        detail += "; " + consent.address_gone(session, message.channel, address, user, now)
+    set_status(session, message, "failed", now, detail)

@@ -48,6 +48,21 @@ def parse_rate_limits(text: str) -> dict[str, RateLimit]:
     return limits
 
 
+def parse_push_providers(text: str) -> dict[str, str]:
+    """'apns' -> {'*': 'apns'}; 'ios=apns, web=webpush' -> {'ios': 'apns', 'web': 'webpush'}."""
+    if "=" not in text:
+        return {"*": text.strip()}
+    found: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        platform, _, name = (part.strip() for part in entry.partition("="))
+        if not platform or not name:
+            raise ValueError(
+                f"LIFELINE_PUSH_PROVIDER: bad entry {entry!r}, expected platform=provider"
+            )
+        found[platform] = name
+    return found
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIFELINE_", extra="ignore")
 
@@ -103,7 +118,20 @@ class Settings(BaseSettings):
     )
     email_provider: str = Field(default="local-email", description="Provider for email.")
     sms_provider: str = Field(default="local-sms", description="Provider for SMS.")
-    push_provider: str = Field(default="local-push", description="Provider for push.")
+    push_provider: str = Field(
+        default="local-push",
+        description="Provider for push: one account, or one per device platform, e.g. "
+        "'ios=apns,android=fcm,web=webpush' ('*=' for the rest).",
+    )
+    providers_file: Path | None = Field(
+        default=None,
+        description="YAML file of provider accounts (several accounts of one provider, "
+        "options referencing ${ENV_VARS}). Unset: each provider reads LIFELINE_<NAME>_<OPTION>.",
+    )
+    email_from: str = Field(
+        default="Lifeline <noreply@localhost>",
+        description="The From address of email, unless the account sets its own 'from'.",
+    )
     max_send_attempts: int = Field(
         default=5, ge=1, description="Provider attempts before a message is failed."
     )
@@ -136,6 +164,17 @@ class Settings(BaseSettings):
         "'webhook-email=100/s,twilio=30/m'; shared by all workers through a Redis broker. "
         "Empty: no limits.",
     )
+
+    @property
+    def push_providers(self) -> dict[str, str]:
+        """Push account by device platform; '*' stands for any other platform."""
+        return parse_push_providers(self.push_provider)
+
+    @field_validator("push_provider")
+    @classmethod
+    def _check_push_provider(cls, value: str) -> str:
+        parse_push_providers(value)
+        return value
 
     @field_validator("rate_limits", mode="before")
     @classmethod

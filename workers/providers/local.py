@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from service.delivery.providers import Outgoing, Sent
+from service.delivery.providers import Account, Outgoing, Sent
 from service.kit.settings import Settings
 
 
@@ -67,13 +67,22 @@ class LocalOutbox:
         return json.dumps(body, ensure_ascii=False, indent=2).encode()
 
 
-def local_email(settings: Settings) -> LocalOutbox:
-    return LocalOutbox("email", settings.outbox_dir)
+def local(channel: str, account: Account, settings: Settings) -> LocalOutbox:
+    """Option `outbox_dir`, else LIFELINE_OUTBOX_DIR; email's From is option `from`, else
+    LIFELINE_EMAIL_FROM."""
+    outbox = Path(account.get("outbox_dir") or settings.outbox_dir)
+    provider = LocalOutbox(channel, outbox, account.get("from", settings.email_from) or "")
+    provider.name = account.name
+    return provider
 
 
-def local_sms(settings: Settings) -> LocalOutbox:
-    return LocalOutbox("sms", settings.outbox_dir)
+def local_email(account: Account, settings: Settings) -> LocalOutbox:
+    return local("email", account, settings)
 
 
-def local_push(settings: Settings) -> LocalOutbox:
-    return LocalOutbox("push", settings.outbox_dir)
+def local_sms(account: Account, settings: Settings) -> LocalOutbox:
+    return local("sms", account, settings)
+
+
+def local_push(account: Account, settings: Settings) -> LocalOutbox:
+    return local("push", account, settings)

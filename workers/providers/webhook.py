@@ -13,10 +13,9 @@ import json
 
 import httpx
 
-from service.delivery.providers import Outgoing, ProviderError, Sent
+from service.delivery.providers import Account, Outgoing, ProviderConfigError, Sent
 from service.kit.settings import Settings
-
-EXCERPT_CHARS = 200
+from workers.providers.http import call, fail, json_body
 
 
 class Webhook:
@@ -59,72 +58,42 @@ class Webhook:
         if self.secret is not None:
             digest = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
             headers["X-Lifeline-Signature"] = f"sha256={digest}"
-        try:
-            response = self.client.post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise ProviderError("retryable", f"timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise ProviderError("retryable", f"{type(exc).__name__}: {exc}") from exc
-        return _result(response)
+        return _result(call(self.client, "POST", self.url, content=body, headers=headers))
 
 
 def _result(response: httpx.Response) -> Sent:
-    status = response.status_code
-    if 200 <= status < 300:
-        return Sent(provider_message_id=_id(response))
-    reason = f"HTTP {status}: {_excerpt(response)}"
-    if status == 429:
-        raise ProviderError("retryable", reason, _retry_after(response))
-    if status >= 500:
-        raise ProviderError("retryable", reason)
-    if status == 410:
-        raise ProviderError("address_gone", reason)
-    raise ProviderError("permanent", reason)
-
-
-def _id(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
+    if not response.is_success:
+        raise fail(response, gone=(410,))
+    body = json_body(response)
     found = body.get("id") if isinstance(body, dict) else None
-    return str(found) if found is not None else None
+    return Sent(provider_message_id=str(found) if found is not None else None)
 
 
-def _excerpt(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds; an HTTP date (rare for 429) falls back to our own back-off."""
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
-
-
-def webhook(channel: str, settings: Settings) -> Webhook:
-    if not settings.webhook_url:
-        raise ValueError(
-            f"the webhook-{channel} provider needs LIFELINE_WEBHOOK_URL: the address it "
-            "POSTs messages to"
+def webhook(channel: str, account: Account, settings: Settings) -> Webhook:
+    """Options `url`, `secret` and `timeout`; an account without them uses LIFELINE_WEBHOOK_URL,
+    LIFELINE_WEBHOOK_SECRET and LIFELINE_WEBHOOK_TIMEOUT_SECONDS."""
+    url = account.get("url", settings.webhook_url)
+    if not url:
+        raise ProviderConfigError(
+            f"the {account.name} provider needs LIFELINE_WEBHOOK_URL (or option 'url'): the "
+            "address it POSTs messages to"
         )
-    secret = (
-        settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
+    secret = account.get("secret") or (
+        settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     )
-    return Webhook(
-        channel, settings.webhook_url, secret=secret, timeout=settings.webhook_timeout_seconds
-    )
+    timeout = float(account.get("timeout") or settings.webhook_timeout_seconds)
+    provider = Webhook(channel, url, secret=secret.encode() if secret else None, timeout=timeout)
+    provider.name = account.name
+    return provider
 
 
-def webhook_email(settings: Settings) -> Webhook:
-    return webhook("email", settings)
+def webhook_email(account: Account, settings: Settings) -> Webhook:
+    return webhook("email", account, settings)
 
 
-def webhook_sms(settings: Settings) -> Webhook:
-    return webhook("sms", settings)
+def webhook_sms(account: Account, settings: Settings) -> Webhook:
+    return webhook("sms", account, settings)
 
 
-def webhook_push(settings: Settings) -> Webhook:
-    return webhook("push", settings)
+def webhook_push(account: Account, settings: Settings) -> Webhook:
+    return webhook("push", account, settings)
