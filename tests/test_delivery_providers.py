@@ -31,9 +31,9 @@ def test_the_local_providers_are_installed(settings: Settings, channel: str) -> 
 
 def test_an_unknown_provider_names_the_installed_ones(settings: Settings) -> None:
     with pytest.raises(LookupError) as raised:
-        load_provider("sendgrid", settings)
+        load_provider("carrier-pigeon", settings)
     message = str(raised.value)
-    assert message.startswith("no provider 'sendgrid' is installed (installed: ")
+    assert message.startswith("no provider 'carrier-pigeon' is installed (installed: ")
     assert "local-email, local-push, local-sms" in message
 
 
