@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -97,7 +98,8 @@ class Apns:
         response = call(
             self.client,
             "POST",
-            f"{self.base}/3/device/{message.to}",
+            # quote: a token is hex, but a stray "/" must not reach another of Apple's paths.
+            f"{self.base}/3/device/{quote(message.to, safe='')}",
             json=self.payload(message),
             headers=headers,
         )
