@@ -1,12 +1,14 @@
-"""Admin API for profiles: read a profile and its timeline, erase a person."""
+"""Admin API for profiles: read a profile and its timeline, erase a person, register the
+person's push devices."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
 from service.ingest.models import Event
 from service.kit import pagination
@@ -14,8 +16,8 @@ from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work
 from service.kit.state import AppState
 from service.lifecycle.models import StageChange
-from service.users import service
-from service.users.models import User
+from service.users import devices, service
+from service.users.models import Device, User
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(require_admin)])
 
@@ -210,3 +212,141 @@ async def get_user_decisions(
         ],
         next_cursor=next_cursor,
     )
+
+
+# --- Push devices ------------------------------------------------------------------------------
+
+WEB_SUBSCRIPTION_SCHEMA = {
+    "type": "object",
+    "description": "web: the browser's PushSubscription (subscription.toJSON())",
+    "properties": {
+        "endpoint": {"type": "string", "format": "uri"},
+        "keys": {
+            "type": "object",
+            "properties": {"p256dh": {"type": "string"}, "auth": {"type": "string"}},
+            "required": ["p256dh", "auth"],
+        },
+    },
+    "required": ["endpoint", "keys"],
+}
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    platform: devices.Platform
+    token: Annotated[
+        str,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "description": "ios: APNs device token (hex); "
+                        "android: FCM registration token",
+                    },
+                    WEB_SUBSCRIPTION_SCHEMA,
+                ]
+            }
+        ),
+    ] = Field(description="the device's push token; for web, the PushSubscription")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _valid_token(cls, value: object, info: ValidationInfo) -> str:
+        platform = info.data.get("platform")
+        if platform is None:  # the platform's own error says what is wrong
+            return str(value)
+        try:
+            return devices.normalise_token(platform, value)
+        except devices.InvalidToken as exc:
+            raise PydanticCustomError("invalid_token", str(exc)) from None
+
+
+class DeviceOut(BaseModel):
+    id: int
+    platform: str
+    tokenHint: str = Field(description="the token's last characters; for web, the push service")
+    enabled: bool
+    createdAt: dt.datetime = Field(description="when it was registered to this user")
+    disabledAt: dt.datetime | None = Field(
+        description="when the push service said the token no longer works"
+    )
+
+
+class Devices(BaseModel):
+    userId: str
+    devices: list[DeviceOut] = Field(description="newest first; push goes to the newest enabled")
+
+
+def _device(device: Device) -> DeviceOut:
+    return DeviceOut(
+        id=device.id,
+        platform=device.platform,
+        tokenHint=devices.hint(device),
+        enabled=device.disabled_at is None,
+        createdAt=device.created_at,
+        disabledAt=device.disabled_at,
+    )
+
+
+@router.get("/{user_id}/devices", response_model=Devices, summary="A user's push devices")
+async def list_devices(user_id: str, request: Request) -> Devices:
+    async with async_unit_of_work(_state(request).engine) as uow:
+        user = await service.get_profile(uow.session, user_id)
+        if user is None:
+            raise _not_found(user_id)
+        rows = await devices.devices(uow.session, user.id)
+    return Devices(userId=user_id, devices=[_device(d) for d in rows])
+
+
+@router.post(
+    "/{user_id}/devices",
+    response_model=DeviceOut,
+    status_code=201,
+    summary="Register a push device (201); 200 when it was known: it is enabled again, and a "
+    "device registered to another user moves to this one (someone else logged in on it)",
+)
+async def register_device(
+    user_id: str, device: DeviceIn, request: Request, response: Response
+) -> DeviceOut:
+    async with async_unit_of_work(_state(request).engine) as uow:
+        user = await service.get_profile(uow.session, user_id)
+        if user is None:
+            raise _not_found(user_id)
+        if user.erased_at is not None:
+            raise HTTPException(status_code=409, detail=f"user {user_id!r} was erased")
+        row, created = await devices.register(uow.session, user, device.platform, device.token)
+        if not created:
+            response.status_code = 200
+        return _device(row)
+
+
+@router.delete(
+    "/{user_id}/devices",
+    status_code=204,
+    summary="Remove a device by its token (e.g. at log-out); the body is the one registered",
+)
+async def remove_device_by_token(user_id: str, device: DeviceIn, request: Request) -> Response:
+    async with async_unit_of_work(_state(request).engine) as uow:
+        user = await service.get_profile(uow.session, user_id)
+        if user is None:
+            raise _not_found(user_id)
+        removed = await devices.remove_token(uow.session, user.id, device.platform, device.token)
+    if not removed:
+        raise HTTPException(status_code=404, detail=f"no such device of user {user_id!r}")
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{user_id}/devices/{device_id}", status_code=204, summary="Remove a device by its id"
+)
+async def remove_device(user_id: str, device_id: int, request: Request) -> Response:
+    async with async_unit_of_work(_state(request).engine) as uow:
+        user = await service.get_profile(uow.session, user_id)
+        if user is None:
+            raise _not_found(user_id)
+        removed = await devices.remove(uow.session, user.id, device_id)
+    if not removed:
+        raise HTTPException(status_code=404, detail=f"no device {device_id} of user {user_id!r}")
+    return Response(status_code=204)

@@ -222,16 +222,12 @@ async def erase(session: AsyncSession, user_id: str) -> tuple[User, int]:
         .values(properties=None, traits=None, context=None)
     )
     # Copies of event properties kept for journeys and messages go too; journeys under way
-    # end when they next wake, and the devices stop receiving push.
+    # end when they next wake. Device tokens identify the person's phone or browser: removed.
     await session.execute(
         update(Journey).where(Journey.profile_id == user.id).values(trigger_properties=None)
     )
     await session.execute(
         update(Message).where(Message.profile_id == user.id).values(variables=None)
     )
-    await session.execute(
-        update(Device)
-        .where(Device.profile_id == user.id, Device.disabled_at.is_(None))
-        .values(disabled_at=now)
-    )
+    await session.execute(delete(Device).where(Device.profile_id == user.id))
     return user, scrubbed.rowcount  # type: ignore[attr-defined]
