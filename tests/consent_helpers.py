@@ -17,7 +17,7 @@ from service.delivery.models import Message, MessageStatusChange, Subscription, 
 from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work, utcnow
-from service.users.models import User
+from service.users.models import Device, User
 
 SECRET = b"test-secret-key"  # the `settings` fixture's secret_key
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -74,6 +74,14 @@ def add_user(
         uow.session.add(user)
         uow.session.flush()
         return user.id
+
+
+def add_device(engine: Engine, profile_id: int, platform: str, token: str) -> None:
+    """A push device registered for the profile."""
+    with unit_of_work(engine) as uow:
+        uow.session.add(
+            Device(profile_id=profile_id, platform=platform, token=token, created_at=utcnow())
+        )
 
 
 def add_message(

@@ -62,8 +62,13 @@ def read_providers_file(path: Path, environ: Mapping[str, str]) -> dict[str, Acc
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ProviderConfigError(f"providers file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise ProviderConfigError(f"providers file {path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise ProviderConfigError(f"providers file {path}: not valid YAML: {exc}") from exc
+        # Not chained: the YAML error quotes the offending line, which may hold a credential.
+        raise ProviderConfigError(
+            f"providers file {path}: not valid YAML: {_yaml_problem(exc)}"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("accounts"), dict):
         raise ProviderConfigError(f"providers file {path}: expected a mapping 'accounts:'")
     accounts: dict[str, Account] = {}
@@ -82,6 +87,15 @@ def read_providers_file(path: Path, environ: Mapping[str, str]) -> dict[str, Acc
             name, entry["provider"], options, where=f"'{{key}}' under {name} in {path}"
         )
     return accounts
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without the line itself: that line may hold a credential."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = exc.problem or exc.context or "cannot be parsed"
+        mark = exc.problem_mark or exc.context_mark
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+    return str(exc)  # a reader error: names the bad character's code, not the text
 
 
 def configured_accounts(

@@ -48,17 +48,35 @@ def parse_rate_limits(text: str) -> dict[str, RateLimit]:
     return limits
 
 
+PUSH_PLATFORMS = ("ios", "android", "web")  # what a device's platform can be
+PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def parse_push_providers(text: str) -> dict[str, str]:
-    """'apns' -> {'*': 'apns'}; 'ios=apns, web=webpush' -> {'ios': 'apns', 'web': 'webpush'}."""
+    """'apns' -> {'*': 'apns'}; 'ios=apns, web=webpush' -> {'ios': 'apns', 'web': 'webpush'}.
+    A misspelt platform is an error, not a platform whose devices silently get nothing."""
     if "=" not in text:
-        return {"*": text.strip()}
+        name = text.strip()
+        if not PROVIDER_NAME.fullmatch(name):
+            raise ValueError(
+                f"LIFELINE_PUSH_PROVIDER: {text!r} is not a provider name; give one name, or "
+                "platform=provider pairs such as 'ios=apns,android=fcm'"
+            )
+        return {"*": name}
     found: dict[str, str] = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
         platform, _, name = (part.strip() for part in entry.partition("="))
-        if not platform or not name:
+        if not platform or not PROVIDER_NAME.fullmatch(name):
             raise ValueError(
                 f"LIFELINE_PUSH_PROVIDER: bad entry {entry!r}, expected platform=provider"
             )
+        if platform not in (*PUSH_PLATFORMS, "*"):
+            raise ValueError(
+                f"LIFELINE_PUSH_PROVIDER: bad entry {entry!r}, the platform is one of "
+                f"{', '.join(PUSH_PLATFORMS)} or * (any other)"
+            )
+        if platform in found:
+            raise ValueError(f"LIFELINE_PUSH_PROVIDER: bad entry {entry!r}, {platform} given twice")
         found[platform] = name
     return found
 
