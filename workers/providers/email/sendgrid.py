@@ -199,7 +199,7 @@ def _report(event: object) -> Report | None:
         message_id=_our_id(event.get(METADATA_KEY)),
         # sg_message_id is the X-Message-Id of the send, then "." and a filter suffix.
         provider_message_id=provider_id.split(".", 1)[0] if isinstance(provider_id, str) else None,
-        address=event.get("email") if isinstance(event.get("email"), str) else None,
+        address=_text(event.get("email")),
         detail=_text(event.get("reason")) if status in ("bounced", "failed") else None,
         url=_text(event.get("url")) if status == "clicked" else None,
     )
