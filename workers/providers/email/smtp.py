@@ -48,15 +48,17 @@ ENHANCED_STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
 GONE_STATUSES = frozenset({"5.1.1", "5.1.6", "5.1.10"})
 
 
-def build_email(message: Outgoing, sender: str, message_id: str) -> EmailMessage:
+def build_email(message: Outgoing, sender: str, message_id: str | None = None) -> EmailMessage:
     """The complete MIME message: text and HTML alternatives, with the message's own headers
-    (List-Unsubscribe, List-Unsubscribe-Post) as real mail headers."""
+    (List-Unsubscribe, List-Unsubscribe-Post) as real mail headers. Amazon SES sends this
+    same message as raw content."""
     email = EmailMessage(policy=BODY_POLICY)
     email["From"] = sender
     email["To"] = message.to
     email["Subject"] = message.content.get("subject", "")
     email["Date"] = format_datetime(dt.datetime.now(dt.UTC))
-    email["Message-ID"] = message_id
+    if message_id:
+        email["Message-ID"] = message_id
     for name, value in message.headers.items():
         email[name] = value
     email.set_content(message.content.get("text", ""))
