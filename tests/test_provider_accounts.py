@@ -89,6 +89,8 @@ def test_a_hyphenated_name_reads_underscored_variables() -> None:
 
     assert account.require("access_key_id") == "id"
     assert account.get("sign_name") == "Shop"
+    with pytest.raises(ProviderConfigError, match="set LIFELINE_ALIYUN_SMS_TEMPLATE_CODE$"):
+        account.require("template_code")
 
 
 def test_a_missing_option_names_the_variable_to_set() -> None:
@@ -116,6 +118,7 @@ accounts:
     base_url: https://api.eu.sendgrid.com
     from: "Shop <${SHOP_DOMAIN_USER}@shop.example>"
     timeout: 5
+    sandbox: true
 """
 KEYS = {"SENDGRID_US_KEY": "us-key", "SENDGRID_EU_KEY": "eu-key", "SHOP_DOMAIN_USER": "hello"}
 
@@ -134,6 +137,7 @@ def test_a_providers_file_holds_several_accounts_of_one_provider(tmp_path: Path)
                 "base_url": "https://api.eu.sendgrid.com",
                 "from": "Shop <hello@shop.example>",
                 "timeout": "5",
+                "sandbox": "true",  # as LIFELINE_<NAME>_SANDBOX=true would give it
             },
         ),
     }

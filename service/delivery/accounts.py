@@ -45,7 +45,9 @@ def _from_environment(name: str, environ: Mapping[str, str]) -> Account:
 
 
 def _expand(value: object, where: str, environ: Mapping[str, str]) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool):  # `allow_http: true` reads as the environment's "true"
+        return "true" if value else "false"
+    if not isinstance(value, str | int | float):
         raise ProviderConfigError(f"{where}: expected a string, got {type(value).__name__}")
 
     def lookup(match: re.Match[str]) -> str:
