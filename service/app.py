@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.delivery.endpoints import links_router
 from service.delivery.endpoints import router as delivery_router
+from service.delivery.webhooks import router as webhooks_router
 from service.engine.endpoints import router as rules_router
 from service.ingest.dispatch import EventDispatcher
 from service.ingest.endpoints import router as ingest_router
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rules_router)
     app.include_router(delivery_router)
     app.include_router(links_router)
+    app.include_router(webhooks_router)
     _health_routes(app)
     _error_handlers(app)
     return app

@@ -318,8 +318,8 @@ def test_unknown_events_everywhere_they_are_named(rules: Path) -> None:
         f"Opened'?): event names {catalog}",
         "rules/extra.yaml:9:19: unknown event 'Product used' (did you mean 'Product Used'?): "
         f"event names {catalog}",
-        "rules/extra.yaml:10:15: unknown event 'Unsubscribe': event names must be listed in "
-        "rules/events.yaml",
+        "rules/extra.yaml:10:15: unknown event 'Unsubscribe' (did you mean 'Unsubscribed'?): "
+        f"event names {catalog}",
         "rules/lifecycle.yaml:3:10: unknown event 'Product Usage' (did you mean 'Product "
         f"Used'?): event names {catalog}",
     ]

@@ -11,6 +11,26 @@ from service.kit.db import Base, JSONType, UTCDateTime
 
 SEND_MESSAGE = "send_message"  # the actor that sends one message, by id
 
+# Delivery reports become events on the person's timeline, named as in Segment's spec where it
+# has one ("Email Opened", "Email Marked as Spam", "Unsubscribed"), and alike for SMS and push.
+# Rules may use them without listing them in events.yaml; they never count as the person's
+# activity (a delivered win-back email does not bring anyone back).
+REPORT_EVENTS: dict[tuple[str, str], str] = {
+    **{
+        (channel, status): f"{prefix} {what}"
+        for channel, prefix in (("email", "Email"), ("sms", "SMS"), ("push", "Push"))
+        for status, what in (
+            ("delivered", "Delivered"),
+            ("opened", "Opened"),
+            ("clicked", "Link Clicked"),
+            ("bounced", "Bounced"),
+            ("complained", "Marked as Spam"),
+        )
+    },
+    **{(channel, "unsubscribed"): "Unsubscribed" for channel in ("email", "sms", "push")},
+}
+REPORT_EVENT_NAMES = frozenset(REPORT_EVENTS.values())
+
 
 class Message(Base):
     """One intended send. `dedupe_key` (rule, version, step, user, journey) makes it unique, so
@@ -20,6 +40,8 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_profile_created", "profile_id", "created_at"),
         Index("ix_messages_status_send_at", "status", "send_at"),
+        # Delivery reports that name the message by the provider's id (service.delivery.reports).
+        Index("ix_messages_provider_message", "provider", "provider_message_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -97,3 +119,18 @@ class Suppression(Base):
     address: Mapped[str] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(String(16))  # unsubscribe, hard_bounce, complaint, admin
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookEvent(Base):
+    """A provider event already applied, by the provider's own event id: a webhook delivered
+    again (providers retry until they get a 2xx) changes nothing the second time."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("account", "event_id", name="uq_webhook_events_account_event"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(100))
+    event_id: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from service.delivery.models import REPORT_EVENT_NAMES
 from service.engine import model, templates
 from service.engine.model import CHANNELS, Rule, RuleFile, Strict
 from service.engine.policy import Policy
@@ -34,14 +35,7 @@ TEMPLATES_DIR = "templates"
 SPECIAL_FILES = (LIFECYCLE_FILE, POLICY_FILE, EVENTS_FILE)
 
 # Events Lifeline itself records; rules may use them without listing them in events.yaml.
-INTERNAL_EVENTS = (
-    "lifecycle.stage_changed",
-    "Email Delivered",
-    "Email Opened",
-    "Email Link Clicked",
-    "Push Opened",
-    "SMS Delivered",
-)
+INTERNAL_EVENTS = ("lifecycle.stage_changed", *sorted(REPORT_EVENT_NAMES))
 
 M = TypeVar("M", bound=BaseModel)
 

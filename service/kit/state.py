@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,3 +24,6 @@ class AppState:
     dispatcher: EventDispatcher
     ping_broker: Callable[[], None]
     rules: RuleRegistry
+    # Provider adapters for delivery webhooks by account name, built on first use (or the
+    # ProviderConfigError that stopped one); see service.delivery.webhooks.
+    webhook_adapters: dict[str, Any] = field(default_factory=dict)

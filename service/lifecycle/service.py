@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from service.delivery.models import REPORT_EVENT_NAMES
 from service.engine.durations import format_duration as fmt
 from service.ingest.models import Event
 from service.lifecycle.model import Lifecycle
@@ -31,7 +32,7 @@ class Change:
 
 
 def is_activity(event: Event, lifecycle: Lifecycle) -> bool:
-    if event.type not in ACTIVITY_TYPES:
+    if event.type not in ACTIVITY_TYPES or event.name in REPORT_EVENT_NAMES:
         return False
     return not (event.type == "track" and event.name in lifecycle.not_activity)
 
