@@ -182,7 +182,8 @@ def test_the_sweep_enqueues_due_messages_and_not_future_ones(runtime: Runtime, j
     assert jobs.take() == []  # ingest ran without a broker
 
     assert sweep_messages(runtime) == 2
-    assert jobs.take() == [("send_message", (deferred_due,)), ("send_message", (lost,))]
+    # One job carries the transaction's messages together.
+    assert jobs.take() == [("send_message", ([deferred_due, lost],))]
     assert message(runtime.engine, deferred_due).enqueued_at is not None
 
     # Handed over just now: the next sweep leaves them to the broker.
@@ -212,7 +213,7 @@ def test_a_message_left_sending_by_a_stopped_worker_is_settled(
         assert row.status == "queued"
         assert row.status_reason == prefix + "sending again with the same idempotency key"
         assert sweep_messages(runtime) == 1
-        assert jobs.take() == [("send_message", (stuck,))]
+        assert jobs.take() == [("send_message", ([stuck],))]
         send_message(runtime, stuck)
         assert [c.idempotency_key for c in email.calls] == [f"lifeline-message-{stuck}"]
         assert message(runtime.engine, stuck).status == "sent"

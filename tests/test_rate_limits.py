@@ -197,7 +197,7 @@ def test_a_burst_over_the_limit_waits_and_is_sent_in_the_next_window(
 
     clock.advance(dt.timedelta(seconds=61))
     assert sweep_messages(runtime) == 2
-    assert jobs == [("send_message", (waiting,)) for waiting in welcomes[3:]]
+    assert jobs == [("send_message", (welcomes[3:],))]
     for waiting in welcomes[3:]:
         send_message(runtime, waiting)
 

@@ -17,8 +17,10 @@ def declare_actors(runtime: Runtime) -> None:
     def process_events(event_ids: list[int]) -> None:
         events.process_events(runtime, event_ids)
 
-    def send_message(message_id: int) -> None:
-        delivery.send_message(runtime, message_id)
+    def send_message(message_ids: list[int] | int) -> None:
+        # A list since jobs carry a transaction's messages together; a single id still works.
+        ids = message_ids if isinstance(message_ids, list) else [message_ids]
+        delivery.send_messages(runtime, ids)
 
     dramatiq.actor(
         actor_name=PROCESS_EVENTS,

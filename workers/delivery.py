@@ -1,4 +1,5 @@
-"""Sending messages: the send_message actor and the scheduler's sweep of due messages."""
+"""Sending messages: the send_message actor (a group of message ids per job) and the
+scheduler's sweep of due messages."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from service.delivery import service as delivery
 from service.delivery.links import secret_key
 from service.delivery.models import Message
 from service.delivery.providers import Provider, ProviderError, Sent
-from service.delivery.service import Links
+from service.delivery.service import Claimed, Links, Outcome
 from service.engine.durations import format_duration
 from service.kit.db import unit_of_work, utcnow
 from workers.providers import load_provider
+from workers.rate_limits import Throttled
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,65 +47,103 @@ def provider_for(runtime: Runtime, channel: str, platform: str | None) -> Provid
 
 
 def send_message(runtime: Runtime, message_id: int) -> None:
+    send_messages(runtime, [message_id])
+
+
+def send_messages(runtime: Runtime, message_ids: list[int]) -> None:
+    """Send a group of messages: one transaction claims them all, the provider calls run
+    side by side on the runtime's send pool, one transaction records every answer. If the
+    group cannot be claimed or recorded together, each message is tried on its own, so one
+    message that breaks something does not hold up the others."""
     rules = runtime.rules.current()
     if rules is None:
-        log.error("message %d waits: there is no rules folder to render its template", message_id)
+        log.error(
+            "%d message(s) wait: there is no rules folder to render their templates",
+            len(message_ids),
+        )
         return
     links = Links(runtime.settings.public_url, secret_key(runtime.settings))
-    # Before the claim: a provider that cannot load must leave the message queued, not
+    # Before the claim: a provider that cannot load must leave the messages queued, not
     # claimed and stuck in `sending`.
     providers(runtime)
-    with unit_of_work(runtime.engine) as uow:
-        claimed = delivery.claim(uow.session, rules, links, message_id, utcnow())
-    if claimed is None:
-        return
-    outgoing = claimed.outgoing
-    provider = provider_for(runtime, outgoing.channel, outgoing.platform)
-    if provider is None:
-        with unit_of_work(runtime.engine) as uow:
-            delivery.record_result(
-                uow.session,
-                message_id,
-                ProviderError("permanent", f"no push provider for {outgoing.platform} devices"),
-                "none",
-                utcnow(),
-                runtime.settings.max_send_attempts,
-            )
-        return
-    if (throttled := runtime.send_limits.take_slot(provider.name)) is not None:
-        now = utcnow()
-        reason = f"{throttled.reason}; next try in {format_duration(throttled.wait)}"
-        with unit_of_work(runtime.engine) as uow:
-            delivery.release(uow.session, message_id, now + throttled.wait, now, reason)
-        log.info("message %d waits: %s", message_id, reason)
-        return
-    result: Sent | ProviderError
     try:
-        result = provider.send(claimed.outgoing)
+        with unit_of_work(runtime.engine) as uow:
+            claimed = delivery.claim_many(uow.session, rules, links, message_ids, utcnow())
+    except Exception:
+        if len(message_ids) == 1:
+            raise
+        log.warning("claiming %d messages together failed; trying each", len(message_ids))
+        for message_id in message_ids:
+            send_messages(runtime, [message_id])
+        return
+    if not claimed:
+        return
+    to_call, outcomes = _route(runtime, claimed)
+    calls = runtime.send_pool().map(_call, to_call)
+    outcomes += [Outcome(c.outgoing.message_id, r, p.name, c.outgoing.to) for c, p, r in calls]
+    _record(runtime, outcomes)
+
+
+Call = tuple[Claimed, Provider]
+
+
+def _route(runtime: Runtime, claimed: list[Claimed]) -> tuple[list[Call], list[Outcome]]:
+    """Each claimed message's provider, within its rate limit; those with no provider are
+    answered here, those with no slot under a rate limit go back to the queue."""
+    to_call: list[Call] = []
+    answered: list[Outcome] = []
+    throttled: list[tuple[int, Throttled]] = []
+    for one in claimed:
+        outgoing = one.outgoing
+        provider = provider_for(runtime, outgoing.channel, outgoing.platform)
+        if provider is None:
+            missing = f"no push provider for {outgoing.platform} devices"
+            answered.append(
+                Outcome(outgoing.message_id, ProviderError("permanent", missing), "none")
+            )
+        elif (wait := runtime.send_limits.take_slot(provider.name)) is not None:
+            throttled.append((outgoing.message_id, wait))
+        else:
+            to_call.append((one, provider))
+    if throttled:
+        now = utcnow()
+        with unit_of_work(runtime.engine) as uow:
+            for message_id, wait in throttled:
+                reason = f"{wait.reason}; next try in {format_duration(wait.wait)}"
+                delivery.release(uow.session, message_id, now + wait.wait, now, reason)
+        log.info("%d message(s) wait for a rate limit: %s", len(throttled), throttled[0][1].reason)
+    return to_call, answered
+
+
+def _call(call: Call) -> tuple[Claimed, Provider, Sent | ProviderError]:
+    claimed, provider = call
+    message_id = claimed.outgoing.message_id
+    try:
+        return claimed, provider, provider.send(claimed.outgoing)
     except ProviderError as exc:
-        result = exc
+        log.warning(
+            "message %d not sent by %s (%s): %s", message_id, provider.name, exc.kind, exc.reason
+        )
+        return claimed, provider, exc
     except Exception as exc:  # an adapter bug or a network failure it did not classify
         log.exception("provider %s failed on message %d", provider.name, message_id)
-        result = ProviderError("retryable", f"unexpected {type(exc).__name__}")
-    with unit_of_work(runtime.engine) as uow:
-        delivery.record_result(
-            uow.session,
-            message_id,
-            result,
-            provider.name,
-            utcnow(),
-            runtime.settings.max_send_attempts,
-            runtime.settings.retry_base_seconds,
-            address=outgoing.to,
-        )
-    if isinstance(result, ProviderError):
-        log.warning(
-            "message %d not sent by %s (%s): %s",
-            message_id,
-            provider.name,
-            result.kind,
-            result.reason,
-        )
+        return claimed, provider, ProviderError("retryable", f"unexpected {type(exc).__name__}")
+
+
+def _record(runtime: Runtime, outcomes: list[Outcome]) -> None:
+    settings = runtime.settings
+    attempts, base = settings.max_send_attempts, settings.retry_base_seconds
+    try:
+        with unit_of_work(runtime.engine) as uow:
+            delivery.record_results(uow.session, outcomes, utcnow(), attempts, base)
+        return
+    except Exception:
+        if len(outcomes) == 1:
+            raise
+        log.warning("recording %d results together failed; recording each", len(outcomes))
+    for outcome in outcomes:
+        with unit_of_work(runtime.engine) as uow:
+            delivery.record_results(uow.session, [outcome], utcnow(), attempts, base)
 
 
 def sweep_messages(runtime: Runtime) -> int:

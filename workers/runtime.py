@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dramatiq
@@ -24,8 +25,20 @@ class Runtime:
     rules: RuleRegistry
     send_limits: SendLimits
     providers: dict[str, Provider] | None = None  # by channel, loaded on first send
+    _send_pool: ThreadPoolExecutor | None = None
+
+    def send_pool(self) -> ThreadPoolExecutor:
+        """Threads for provider calls: one job's messages are sent side by side, as a
+        provider call is mostly waiting on the network."""
+        if self._send_pool is None:
+            self._send_pool = ThreadPoolExecutor(
+                self.settings.send_concurrency, thread_name_prefix="send"
+            )
+        return self._send_pool
 
     def close(self) -> None:
+        if self._send_pool is not None:
+            self._send_pool.shutdown()
         self.broker.close()
         self.send_limits.close()
         self.engine.dispose()

@@ -13,6 +13,7 @@ import hashlib
 import html
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -27,7 +28,7 @@ from service.engine.durations import format_duration
 from service.engine.index import RuleIndex
 from service.engine.tables import Journey
 from service.engine.templates import RenderError, render
-from service.kit.db import enqueue_after_commit
+from service.kit.db import enqueue_id_after_commit
 from service.users.models import Device, ErasedAddress, User
 
 # Status only moves forward; these are the ranks of the non-terminal ones.
@@ -53,7 +54,7 @@ def set_status(
 
 def enqueue_send(session: Session, message: Message, now: dt.datetime) -> None:
     message.enqueued_at = now
-    enqueue_after_commit(session, SEND_MESSAGE, message.id)
+    enqueue_id_after_commit(session, SEND_MESSAGE, message.id)
 
 
 @dataclass(frozen=True)
@@ -182,11 +183,34 @@ def claim(
 ) -> Claimed | None:
     """Check, render and claim a due message; None when there is nothing to send (already
     claimed or sent, not due yet, skipped or failed here with its reason)."""
-    message = session.scalar(
-        select(Message).where(Message.id == message_id).with_for_update(skip_locked=True)
-    )
-    if message is None or message.status != "queued" or message.send_at > now:
-        return None
+    claimed = claim_many(session, index, links, [message_id], now)
+    return claimed[0] if claimed else None
+
+
+def claim_many(
+    session: Session, index: RuleIndex, links: Links, message_ids: Sequence[int], now: dt.datetime
+) -> list[Claimed]:
+    """`claim` for several messages in one transaction: the messages are locked, and their
+    users and journeys loaded, by one query each. Messages another worker holds are left to
+    it."""
+    messages = session.scalars(
+        select(Message)
+        .where(Message.id.in_(message_ids))
+        .order_by(Message.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    due = [m for m in messages if m.status == "queued" and m.send_at <= now]
+    # Into the session's identity map, where the checks' session.get() finds them.
+    if profile_ids := {m.profile_id for m in due if m.profile_id}:
+        session.scalars(select(User).where(User.id.in_(profile_ids))).all()
+    if journey_ids := {m.journey_id for m in due if m.journey_id}:
+        session.scalars(select(Journey).where(Journey.id.in_(journey_ids))).all()
+    return [claimed for m in due if (claimed := _claim(session, index, links, m, now))]
+
+
+def _claim(
+    session: Session, index: RuleIndex, links: Links, message: Message, now: dt.datetime
+) -> Claimed | None:
     user = session.get(User, message.profile_id) if message.profile_id else None
     reason = _skip_reason(session, index, message, user, now)
     if reason:
@@ -300,9 +324,47 @@ def record_result(
     """Record a provider's answer. `address` is where the message went (for push, the device
     token): an `address_gone` error disables the device, suppresses the address or records the
     opt-out."""
-    message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
-    if message is None or message.status != "sending":
-        return
+    outcome = Outcome(message_id, result, provider, address)
+    record_results(session, [outcome], now, max_attempts, retry_base_seconds)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a provider said about one message."""
+
+    message_id: int
+    result: Sent | ProviderError
+    provider: str
+    address: str | None = None
+
+
+def record_results(
+    session: Session,
+    outcomes: Sequence[Outcome],
+    now: dt.datetime,
+    max_attempts: int,
+    retry_base_seconds: float = 30,
+) -> None:
+    """`record_result` for several messages, locked by one query."""
+    by_id = {outcome.message_id: outcome for outcome in outcomes}
+    messages = session.scalars(
+        select(Message).where(Message.id.in_(by_id)).order_by(Message.id).with_for_update()
+    ).all()
+    for message in messages:
+        if message.status == "sending":
+            outcome = by_id[message.id]
+            _record(session, message, outcome, now, max_attempts, retry_base_seconds)
+
+
+def _record(
+    session: Session,
+    message: Message,
+    outcome: Outcome,
+    now: dt.datetime,
+    max_attempts: int,
+    retry_base_seconds: float,
+) -> None:
+    result, provider, address = outcome.result, outcome.provider, outcome.address
     message.provider = provider
     if isinstance(result, Sent):
         message.provider_message_id = result.provider_message_id

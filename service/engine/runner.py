@@ -22,7 +22,7 @@ from service.engine.durations import format_duration
 from service.engine.index import STAGE_CHANGED, CompiledRule, RuleIndex, compile_rule
 from service.engine.tables import Decision, Journey, RuleVersion
 from service.ingest.models import Event
-from service.kit.db import enqueue_after_commit, insert_ignoring_conflicts
+from service.kit.db import enqueue_id_after_commit, insert_ignoring_conflicts
 from service.lifecycle.service import Change
 from service.users.models import Device, User
 
@@ -666,11 +666,13 @@ def _send(
                 }
             ],
         ).scalar()
-        message_id = session.scalar(select(Message.id).where(Message.dedupe_key == dedupe_key))
+        message_id = session.scalars(
+            select(Message.id).where(Message.dedupe_key == dedupe_key)
+        ).one()
         if inserted is not None:  # its status history starts here, not at the first claim
             session.add(MessageStatusChange(message_id=inserted, status="queued", at=now))
         if deferred is None:
-            enqueue_after_commit(session, SEND_MESSAGE, message_id)
+            enqueue_id_after_commit(session, SEND_MESSAGE, message_id)
         detail = f"{channel} {template!r}"
         if refusals:
             detail += " (fallback: " + "; ".join(refusals) + ")"

@@ -129,9 +129,28 @@ class JobSender(Protocol):
 JOBS = "lifeline.jobs"
 
 
+BATCHED = "lifeline.batched-jobs"
+JOB_BATCH_SIZE = 50
+
+
 def enqueue_after_commit(session: Session | AsyncSession, actor_name: str, *args: Any) -> None:
     """Hand a job to the broker once the session's transaction has committed."""
     session.info.setdefault(JOBS, []).append((actor_name, args))
+
+
+def enqueue_id_after_commit(session: Session | AsyncSession, actor_name: str, row_id: int) -> None:
+    """Hand `row_id` to an actor that takes a list of ids, once the transaction has committed;
+    the ids of one transaction travel together, up to JOB_BATCH_SIZE per job."""
+    session.info.setdefault(BATCHED, {}).setdefault(actor_name, []).append(row_id)
+
+
+def _pending_jobs(session: Session | AsyncSession) -> list[tuple[str, tuple[Any, ...]]]:
+    jobs: list[tuple[str, tuple[Any, ...]]] = session.info.pop(JOBS, [])
+    for actor_name, ids in session.info.pop(BATCHED, {}).items():
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), JOB_BATCH_SIZE):
+            jobs.append((actor_name, (unique[start : start + JOB_BATCH_SIZE],)))
+    return jobs
 
 
 @dataclass
@@ -162,7 +181,7 @@ def unit_of_work(engine: Engine, send_job: JobSender | None = None) -> Iterator[
         uow = SyncUnitOfWork(session)
         with session.begin():
             yield uow
-        _send_jobs(session.info.pop(JOBS, []), send_job)
+        _send_jobs(_pending_jobs(session), send_job)
 
 
 @contextlib.asynccontextmanager
@@ -174,7 +193,7 @@ async def async_unit_of_work(
         async with session.begin():
             yield uow
         # A broker call: brief, and it never raises (see JobSender).
-        _send_jobs(session.info.pop(JOBS, []), send_job)
+        _send_jobs(_pending_jobs(session), send_job)
 
 
 def _send_jobs(jobs: list[tuple[str, tuple[Any, ...]]], send_job: JobSender | None) -> None:

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         default="Lifeline <noreply@localhost>",
         description="The From address of email, unless the account sets its own 'from'.",
     )
+    send_concurrency: int = Field(
+        default=32,
+        gt=0,
+        description="Provider calls one worker process makes at a time.",
+    )
     max_send_attempts: int = Field(
         default=5, ge=1, description="Provider attempts before a message is failed."
     )

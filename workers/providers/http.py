@@ -14,13 +14,16 @@ from service.delivery.providers import Account, ProviderError
 
 EXCERPT_CHARS = 200
 DEFAULT_TIMEOUT = 10.0
+# A worker process makes up to LIFELINE_SEND_CONCURRENCY calls at once: keep that many
+# connections alive rather than opening new ones under load.
+LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256)
 
 
 def client_for(account: Account, **options: Any) -> httpx.Client:
     """A client kept for the account's lifetime, so connections are reused across messages.
     Option `timeout` (seconds) bounds every call."""
     timeout = float(account.get("timeout", str(DEFAULT_TIMEOUT)) or DEFAULT_TIMEOUT)
-    return httpx.Client(timeout=timeout, **options)
+    return httpx.Client(timeout=timeout, limits=LIMITS, **options)
 
 
 def base_url(account: Account, default: str) -> str:

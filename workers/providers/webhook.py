@@ -15,7 +15,7 @@ import httpx
 
 from service.delivery.providers import Account, Outgoing, ProviderConfigError, Sent
 from service.kit.settings import Settings
-from workers.providers.http import call, fail, json_body
+from workers.providers.http import LIMITS, call, fail, json_body
 
 
 class Webhook:
@@ -37,7 +37,7 @@ class Webhook:
         self.url = url
         self.secret = secret
         # One client per provider: its connections are kept alive across messages.
-        self.client = client or httpx.Client(timeout=timeout)
+        self.client = client or httpx.Client(timeout=timeout, limits=LIMITS)
 
     def send(self, message: Outgoing) -> Sent:
         body = json.dumps(
