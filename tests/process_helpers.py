@@ -28,6 +28,11 @@ class Call:
     signed: bool  # the signature matched the body
 
 
+class Server(ThreadingHTTPServer):
+    # Workers open many connections at once; the default backlog of 5 resets some of them.
+    request_queue_size = 1024
+
+
 class Receiver:
     """A threaded HTTP server: delays each answer by `delay` seconds and fails the first
     `fail_first` calls, with a 503 or by answering only after `hang` seconds (a timeout)."""
@@ -71,7 +76,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/messages"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
