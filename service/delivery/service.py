@@ -23,7 +23,7 @@ from service.delivery import consent
 from service.delivery.links import LinkClaims, sign
 from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
 from service.delivery.providers import Outgoing, ProviderError, Sent
-from service.engine import runner
+from service.engine import program, runner
 from service.engine.durations import format_duration
 from service.engine.index import RuleIndex
 from service.engine.tables import Journey
@@ -126,10 +126,8 @@ def _erased(session: Session, address: str) -> bool:
     return session.get(ErasedAddress, digest) is not None
 
 
-def _skip_reason(
-    session: Session, index: RuleIndex, message: Message, user: User | None, now: dt.datetime
-) -> str | None:
-    """Why the message must not go out now, checked again right before sending."""
+def _skip_reason(session: Session, message: Message, user: User | None) -> str | None:
+    """Why the message must not go out at all now, checked again right before sending."""
     if user is not None and user.erased_at is not None:
         return "the user was erased"
     journey = session.get(Journey, message.journey_id) if message.journey_id else None
@@ -144,6 +142,13 @@ def _skip_reason(
         # A journey that ran to its end stays "completed" when its goal comes later; the
         # message it left waiting (deferred by quiet hours, a retry) is no longer wanted.
         return "the journey ended before sending: goal reached"
+    return None
+
+
+def _channel_refusal(
+    session: Session, index: RuleIndex, message: Message, user: User | None, now: dt.datetime
+) -> str | None:
+    """Why the message cannot go out on its channel now; the rule's next channel may."""
     address = _address(session, message, user)
     if not address:
         return {
@@ -176,6 +181,54 @@ def _skip_reason(
                 scope = f"{cap.channel} messages" if cap.channel else "messages"
                 return f"frequency cap: {cap.max} {scope} per {format_duration(cap.per)} sent"
     return None
+
+
+def _fall_back(
+    session: Session, index: RuleIndex, message: Message, reason: str, now: dt.datetime
+) -> Message | None:
+    """The message for the next channel of the rule's `fallback` list, queued now; None when
+    the step has no channel after this one. Sends to an address from the event (`to:`) have
+    no other channel."""
+    journey = session.get(Journey, message.journey_id) if message.journey_id else None
+    compiled = runner.rule_for(session, index, journey) if journey else None
+    if compiled is None or message.step is None or message.to_address:
+        return None
+    step = compiled.program[message.step] if message.step < len(compiled.program) else None
+    if not isinstance(step, program.Send):
+        return None
+    channels = [step.spec.channel, *step.spec.fallback]
+    later = channels[channels.index(message.channel) + 1 :] if message.channel in channels else []
+    if not later:
+        return None
+    instead = Message(
+        dedupe_key=f"{message.dedupe_key}>{later[0]}",
+        profile_id=message.profile_id,
+        journey_id=message.journey_id,
+        rule_id=message.rule_id,
+        rule_version=message.rule_version,
+        step=message.step,
+        variant=message.variant,
+        channel=later[0],
+        template=message.template,
+        transactional=message.transactional,
+        variables=message.variables,
+        status="queued",
+        status_at=now,
+        send_at=now,
+        created_at=now,
+    )
+    session.add(instead)
+    session.flush()
+    session.add(
+        MessageStatusChange(
+            message_id=instead.id,
+            status="queued",
+            detail=f"fallback from {message.channel} (message {message.id}): {reason}",
+            at=now,
+        )
+    )
+    enqueue_send(session, instead, now)
+    return instead
 
 
 def claim(
@@ -212,8 +265,13 @@ def _claim(
     session: Session, index: RuleIndex, links: Links, message: Message, now: dt.datetime
 ) -> Claimed | None:
     user = session.get(User, message.profile_id) if message.profile_id else None
-    reason = _skip_reason(session, index, message, user, now)
+    reason = _skip_reason(session, message, user)
     if reason:
+        set_status(session, message, "skipped", now, reason)
+        return None
+    if reason := _channel_refusal(session, index, message, user, now):
+        if (instead := _fall_back(session, index, message, reason, now)) is not None:
+            reason += f"; falling back to {instead.channel} (message {instead.id})"
         set_status(session, message, "skipped", now, reason)
         return None
     if user is not None and not message.transactional and not message.to_address:
