@@ -89,7 +89,7 @@ def test_a_hyphenated_name_reads_underscored_variables() -> None:
 
     assert account.require("access_key_id") == "id"
     assert account.get("sign_name") == "Shop"
-    with pytest.raises(ProviderConfigError, match="set LIFELINE_ALIYUN_SMS_TEMPLATE_CODE$"):
+    with pytest.raises(ProviderConfigError, match=r"set LIFELINE_ALIYUN_SMS_TEMPLATE_CODE$"):
         account.require("template_code")
 
 
@@ -103,6 +103,13 @@ def test_a_missing_option_names_the_variable_to_set() -> None:
         "provider account 'sendgrid' (sendgrid) needs 'api_key': set LIFELINE_SENDGRID_API_KEY"
     )
     assert account.get("region", "us") == "us"
+
+
+def test_an_account_does_not_show_its_credentials() -> None:
+    account = find_account("sendgrid", Settings(), {"LIFELINE_SENDGRID_API_KEY": "sg-secret"})
+
+    assert "sg-secret" not in repr(account)
+    assert "sg-secret" not in str(account)
 
 
 # --- The providers file --------------------------------------------------------------------

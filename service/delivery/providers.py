@@ -31,7 +31,8 @@ class Account:
 
     name: str
     provider: str
-    options: Mapping[str, str] = field(default_factory=dict)
+    # Not in repr: options hold credentials, and a repr ends up in logs and error reports.
+    options: Mapping[str, str] = field(default_factory=dict, repr=False)
     where: str = ""  # how to set an option, for error messages: "LIFELINE_SENDGRID_{KEY}"
 
     def get(self, key: str, default: str | None = None) -> str | None:
