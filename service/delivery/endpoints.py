@@ -1,28 +1,34 @@
-"""Delivery over HTTP: the pages behind the links in messages (no login, a signed token), and
-the admin API for subscriptions, the suppression list and messages."""
+"""Delivery over HTTP: the pages behind the links in messages (no login, a signed token), the
+tracked links and open-counting image (service.delivery.tracking), and the admin API for
+subscriptions, the suppression list and messages."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 
-from service.delivery import consent, messages, pages, preferences
+from service.delivery import consent, messages, pages, preferences, tracking
 from service.delivery.consent import InvalidAddress
 from service.delivery.links import LinkClaims, secret_key, verify
 from service.delivery.models import Message, MessageStatusChange, Subscription, Suppression
+from service.delivery.reports import apply_reports
 from service.kit import pagination
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work, utcnow
 from service.kit.state import AppState
 from service.users import service as users
 from service.users.models import User
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["delivery"], dependencies=[Depends(require_admin)])
 links_router = APIRouter(tags=["links"])
@@ -50,6 +56,15 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex",
+}
+# Every open and click must reach us: nothing may cache the answer, and the token in the URL
+# is not passed on to the site the link leads to.
+TRACKING_HEADERS = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex",
 }
 
@@ -154,6 +169,53 @@ async def save_preferences(token: str, request: Request) -> HTMLResponse:
     if state is None:
         return _html(pages.no_profile(), 404)
     return _html(pages.preferences(state, saved=True))
+
+
+@links_router.get(
+    "/v1/t/c/{token}",
+    summary="A tracked link: records the click and redirects to the URL signed in the token",
+    responses={302: {"description": "to the link's URL"}, 400: {"description": "not signed"}},
+)
+async def tracked_click(token: str, request: Request) -> Response:
+    state = _state(request)
+    hit = tracking.verify(secret_key(state.settings), token, click=True)
+    if hit is None or hit.url is None:  # never a redirect to a URL we did not sign
+        return _html(pages.invalid_link(), 400)
+    return RedirectResponse(
+        hit.url,
+        status_code=302,
+        headers=TRACKING_HEADERS,
+        background=BackgroundTask(_record_hit, state, hit),
+    )
+
+
+@links_router.get(
+    "/v1/t/o/{token}",
+    summary="The invisible image in a tracked email: records the open",
+    response_class=Response,
+    responses={200: {"content": {"image/gif": {}}}},
+)
+async def tracked_open(token: str, request: Request) -> Response:
+    state = _state(request)
+    hit = tracking.verify(secret_key(state.settings), token, click=False)
+    # An image that fails to load shows as a broken icon in the email: always the pixel.
+    return Response(
+        tracking.PIXEL,
+        media_type="image/gif",
+        headers=TRACKING_HEADERS,
+        background=BackgroundTask(_record_hit, state, hit) if hit is not None else None,
+    )
+
+
+async def _record_hit(state: AppState, hit: tracking.Hit) -> None:
+    """After the answer is sent: a database that is down or slow never holds up a redirect."""
+    try:
+        async with async_unit_of_work(state.engine) as uow:
+            await uow.session.run_sync(
+                apply_reports, tracking.ACCOUNT, [tracking.report(hit, utcnow())], utcnow()
+            )
+    except Exception:
+        log.exception("could not record a tracked %s of message %d", hit.kind, hit.message_id)
 
 
 # --- Admin: subscriptions -----------------------------------------------------------------

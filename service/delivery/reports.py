@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.delivery import consent, preferences
+from service.delivery import consent, preferences, tracking
 from service.delivery.consent import ALL_TOPICS, SUPPRESSIBLE, TOPICS
 from service.delivery.links import LinkClaims
 from service.delivery.models import REPORT_EVENTS, Message, WebhookEvent
@@ -150,6 +150,8 @@ def _messages(session: Session, account: str, reports: dict[str, Report]) -> dic
 
 
 def _sent_by(message: Message, account: str) -> bool:
+    if account == tracking.ACCOUNT:  # Lifeline's own tracking: of a message any provider sent
+        return message.provider is not None
     if message.provider is None:
         return message.status == "sending"  # handed over; the result is not recorded yet
     return message.provider == account

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.delivery import consent
+from service.delivery import consent, tracking
 from service.delivery.links import LinkClaims, sign
 from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
 from service.delivery.providers import Outgoing, ProviderError, Sent
@@ -315,6 +315,7 @@ def _claim(
     headers: dict[str, str] = {}
     if message.channel == "email":
         content.setdefault("text", text_from_html(content.get("html", "")))
+        tracking.track_email(session, index, message, content, links.public_url, links.key)
         if not message.transactional and token:
             unsubscribe = f"{links.public_url}/v1/unsubscribe/{token}"
             headers["List-Unsubscribe"] = (

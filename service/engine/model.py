@@ -276,6 +276,20 @@ class Trigger(Strict):
 
 # --- Steps -----------------------------------------------------------------------------------
 
+
+class Track(Strict):
+    """Which of an email's opens and clicks Lifeline records itself, through its own links."""
+
+    clicks: bool = Field(default=False, description="links go through Lifeline, which counts")
+    opens: bool = Field(default=False, description="an invisible image counts the opens")
+
+    @staticmethod
+    def of(value: bool | Track | None) -> Track:
+        if isinstance(value, Track):
+            return value
+        return Track(clicks=bool(value), opens=bool(value))
+
+
 TemplateRef = Annotated[
     str | dict[str, str],
     Field(description="a template name, or a mapping of variant id to template name"),
@@ -293,7 +307,11 @@ class SendSpec(Strict):
         description="send to an address in the event instead of the user's own, "
         "e.g. properties.invitee_email (for people who are not users yet)",
     )
-    track: bool = Field(default=False, description="track opens and clicks of this message")
+    track: bool | Track | None = Field(
+        default=None,
+        description="email only: true (opens and clicks), false, or {clicks, opens}; "
+        "overrides the rule's track",
+    )
 
 
 class Send(Strict):
@@ -438,6 +456,11 @@ class Rule(Strict):
     holdout: Percent = Field(default=0, description="share of users kept out, for measuring")
     variants: list[Variant] = Field(default_factory=list)
     goal: Goal | None = None
+    track: bool | Track = Field(
+        default=False,
+        description="record opens and clicks of the rule's emails: true for both, or "
+        "{clicks, opens}; a send step's own track overrides it",
+    )
     exit_on: list[str] = Field(default_factory=list, description="events that end the journey")
     steps: list[Step] = Field(min_length=1)
 
