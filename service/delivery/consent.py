@@ -12,6 +12,8 @@ Everything here is synchronous: the worker calls it inside its claim, the API th
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -58,42 +60,66 @@ def _normalised_or_none(channel: str, address: str) -> str | None:
 # --- Checks, right before sending ----------------------------------------------------------
 
 
-def may_send(session: Session, profile_id: int, channel: str, topic: str) -> str | None:
-    """Why the profile must not get a marketing message on `channel` about `topic`; None
-    when it may."""
-    rows = session.scalars(
-        select(Subscription).where(
-            Subscription.profile_id == profile_id,
-            Subscription.channel == channel,
-            Subscription.topic.in_((ALL_TOPICS, topic)),
-        )
-    )
-    said_no = {row.topic for row in rows if not row.subscribed}
-    if ALL_TOPICS in said_no:
-        return f"unsubscribed from {channel} (all topics)"
-    if topic in said_no:
-        return f"unsubscribed from {channel}: {topic}"
-    return None
+@dataclass
+class Snapshot:
+    """What the checks before sending need to know about consent, read for a whole batch of
+    messages at once: one query for the profiles' subscriptions, one for the addresses'
+    suppressions."""
 
+    said_no: dict[tuple[int, str], set[str]]  # (profile, channel) -> topics it said no to
+    suppressions: dict[tuple[str, str], str]  # (channel, normalised address) -> reason
 
-def suppressed(
-    session: Session, channel: str, address: str, transactional: bool = False
-) -> str | None:
-    """Why nothing may go to this address; None when it may. A transactional message
-    passes an address suppressed only because its owner unsubscribed."""
-    if channel not in SUPPRESSIBLE:
+    @classmethod
+    def load(
+        cls,
+        session: Session,
+        profile_ids: Iterable[int],
+        addresses: Iterable[tuple[str, str]],
+    ) -> Snapshot:
+        said_no: dict[tuple[int, str], set[str]] = {}
+        if profile_ids := set(profile_ids):
+            rows = session.execute(
+                select(Subscription.profile_id, Subscription.channel, Subscription.topic).where(
+                    Subscription.profile_id.in_(profile_ids), Subscription.subscribed.is_(False)
+                )
+            )
+            for profile_id, channel, topic in rows:
+                said_no.setdefault((profile_id, channel), set()).add(topic)
+        wanted = {
+            (channel, normalised)
+            for channel, address in addresses
+            if channel in SUPPRESSIBLE
+            and (normalised := _normalised_or_none(channel, address)) is not None
+        }
+        suppressions: dict[tuple[str, str], str] = {}
+        for channel in {channel for channel, _ in wanted}:
+            listed = [address for c, address in wanted if c == channel]
+            found = session.execute(
+                select(Suppression.address, Suppression.reason).where(
+                    Suppression.channel == channel, Suppression.address.in_(listed)
+                )
+            )
+            suppressions.update(((channel, address), reason) for address, reason in found)
+        return cls(said_no, suppressions)
+
+    def may_send(self, profile_id: int, channel: str, topic: str) -> str | None:
+        """Why the profile must not get a marketing message on `channel` about `topic`; None
+        when it may."""
+        said_no = self.said_no.get((profile_id, channel), set())
+        if ALL_TOPICS in said_no:
+            return f"unsubscribed from {channel} (all topics)"
+        if topic in said_no:
+            return f"unsubscribed from {channel}: {topic}"
         return None
-    normalised = _normalised_or_none(channel, address)
-    if normalised is None:
-        return None
-    reason = session.scalar(
-        select(Suppression.reason).where(
-            Suppression.channel == channel, Suppression.address == normalised
-        )
-    )
-    if reason is None or (transactional and reason not in BLOCKS_TRANSACTIONAL):
-        return None
-    return f"{channel} address suppressed: {reason.replace('_', ' ')}"
+
+    def suppressed(self, channel: str, address: str, transactional: bool = False) -> str | None:
+        """Why nothing may go to this address; None when it may. A transactional message
+        passes an address suppressed only because its owner unsubscribed."""
+        normalised = _normalised_or_none(channel, address) if channel in SUPPRESSIBLE else None
+        reason = self.suppressions.get((channel, normalised)) if normalised else None
+        if reason is None or (transactional and reason not in BLOCKS_TRANSACTIONAL):
+            return None
+        return f"{channel} address suppressed: {reason.replace('_', ' ')}"
 
 
 # --- Changes --------------------------------------------------------------------------------

@@ -121,9 +121,39 @@ def _platform(session: Session, token: str) -> str | None:
     return platform
 
 
-def _erased(session: Session, address: str) -> bool:
-    digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()
-    return session.get(ErasedAddress, digest) is not None
+def _digest(address: str) -> str:
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What the checks of a batch of claims look up, read once for the batch."""
+
+    addresses: dict[int, str | None]  # by message id: where it would go
+    consent: consent.Snapshot
+    erased: set[str]  # digests of the batch's addresses that belong to erased people
+
+    @classmethod
+    def load(cls, session: Session, messages: Sequence[Message]) -> Checks:
+        addresses = {
+            m.id: _address(session, m, session.get(User, m.profile_id) if m.profile_id else None)
+            for m in messages
+        }
+        by_channel = [(m.channel, a) for m in messages if (a := addresses[m.id])]
+        profiles = [m.profile_id for m in messages if m.profile_id]
+        digests = {_digest(address) for _, address in by_channel}
+        erased = (
+            set(
+                session.scalars(
+                    select(ErasedAddress.address_hash).where(
+                        ErasedAddress.address_hash.in_(digests)
+                    )
+                )
+            )
+            if digests
+            else set()
+        )
+        return cls(addresses, consent.Snapshot.load(session, profiles, by_channel), erased)
 
 
 def _skip_reason(session: Session, message: Message, user: User | None) -> str | None:
@@ -146,25 +176,32 @@ def _skip_reason(session: Session, message: Message, user: User | None) -> str |
 
 
 def _channel_refusal(
-    session: Session, index: RuleIndex, message: Message, user: User | None, now: dt.datetime
+    session: Session,
+    index: RuleIndex,
+    message: Message,
+    user: User | None,
+    checks: Checks,
+    now: dt.datetime,
 ) -> str | None:
     """Why the message cannot go out on its channel now; the rule's next channel may."""
-    address = _address(session, message, user)
+    address = checks.addresses[message.id]
     if not address:
         return {
             "email": "no email address",
             "sms": "no phone number",
             "push": "no push device",
         }.get(message.channel, "no address")
-    if _erased(session, address):
+    if _digest(address) in checks.erased:
         return "the address belongs to an erased person"
     if user is not None and not message.transactional and not message.to_address:
         topic = _topic(index, message)
-        if reason := consent.may_send(session, user.id, message.channel, topic):
+        if reason := checks.consent.may_send(user.id, message.channel, topic):
             return reason
-    if reason := consent.suppressed(session, message.channel, address, message.transactional):
+    if reason := checks.consent.suppressed(message.channel, address, message.transactional):
         return reason
     if user is not None and not message.transactional and not message.to_address:
+        if index.policy.caps:
+            session.flush()  # so messages claimed just before, in this batch, count
         for cap in index.policy.caps:
             if cap.channel not in (None, message.channel):
                 continue
@@ -253,23 +290,33 @@ def claim_many(
         .with_for_update(skip_locked=True)
     ).all()
     due = [m for m in messages if m.status == "queued" and m.send_at <= now]
-    # Into the session's identity map, where the checks' session.get() finds them.
+    # Into the session's identity map, where the checks' session.get() finds them (held
+    # here: the map keeps only weak references).
+    loaded: list[object] = []
     if profile_ids := {m.profile_id for m in due if m.profile_id}:
-        session.scalars(select(User).where(User.id.in_(profile_ids))).all()
+        loaded += session.scalars(select(User).where(User.id.in_(profile_ids))).all()
     if journey_ids := {m.journey_id for m in due if m.journey_id}:
-        session.scalars(select(Journey).where(Journey.id.in_(journey_ids))).all()
-    return [claimed for m in due if (claimed := _claim(session, index, links, m, now))]
+        loaded += session.scalars(select(Journey).where(Journey.id.in_(journey_ids))).all()
+    # The status changes are written together at the end, not before each check's query.
+    with session.no_autoflush:
+        checks = Checks.load(session, due)
+        return [claimed for m in due if (claimed := _claim(session, index, links, m, checks, now))]
 
 
 def _claim(
-    session: Session, index: RuleIndex, links: Links, message: Message, now: dt.datetime
+    session: Session,
+    index: RuleIndex,
+    links: Links,
+    message: Message,
+    checks: Checks,
+    now: dt.datetime,
 ) -> Claimed | None:
     user = session.get(User, message.profile_id) if message.profile_id else None
     reason = _skip_reason(session, message, user)
     if reason:
         set_status(session, message, "skipped", now, reason)
         return None
-    if reason := _channel_refusal(session, index, message, user, now):
+    if reason := _channel_refusal(session, index, message, user, checks, now):
         if (instead := _fall_back(session, index, message, reason, now)) is not None:
             reason += f"; falling back to {instead.channel} (message {instead.id})"
         set_status(session, message, "skipped", now, reason)
@@ -280,7 +327,7 @@ def _claim(
             message.send_at = later
             message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
             return None
-    address = _address(session, message, user)
+    address = checks.addresses[message.id]
     assert address is not None
     template = index.templates.get(message.template)
     if template is None:
