@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import weakref
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import event, func, or_, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
@@ -22,7 +24,7 @@ from service.engine.durations import format_duration
 from service.engine.index import STAGE_CHANGED, CompiledRule, RuleIndex, compile_rule
 from service.engine.tables import Decision, Journey, RuleVersion
 from service.ingest.models import Event
-from service.kit.db import enqueue_id_after_commit, insert_ignoring_conflicts
+from service.kit.db import enqueue_id_after_commit, insert_at_commit, insert_ignoring_conflicts
 from service.lifecycle.service import Change
 from service.users.models import Device, User
 
@@ -44,6 +46,9 @@ class Trigger:
     description: str = ""
 
 
+QUEUED_BY = "lifeline.journeys-that-queued"  # in this transaction
+
+
 def record(
     session: Session,
     user: User,
@@ -56,20 +61,22 @@ def record(
     event_id: int | None = None,
     message_id: int | None = None,
 ) -> None:
-    session.add(
-        Decision(
-            profile_id=user.id,
-            rule_id=compiled.id if compiled else (journey.rule_id if journey else None),
-            rule_version=compiled.version
+    insert_at_commit(
+        session,
+        Decision.__table__,
+        {
+            "profile_id": user.id,
+            "rule_id": compiled.id if compiled else (journey.rule_id if journey else None),
+            "rule_version": compiled.version
             if compiled
             else (journey.rule_version if journey else None),
-            journey_id=journey.id if journey else None,
-            event_id=event_id,
-            message_id=message_id,
-            outcome=outcome,
-            reason=reason,
-            at=at,
-        )
+            "journey_id": journey.id if journey else None,
+            "event_id": event_id,
+            "message_id": message_id,
+            "outcome": outcome,
+            "reason": reason,
+            "at": at,
+        },
     )
 
 
@@ -274,36 +281,26 @@ def try_enter(
         event_id=trigger.event_id,
     )
     advance(session, index, compiled, journey, user, now)
-    if budget is not None and compiled.sends_at_once():
-        # The budget counts rules that did send: one whose every channel was refused (no
-        # address, a cap) leaves the send to the next rule.
-        queued = session.scalar(select(Message.id).where(Message.journey_id == journey.id))
-        if queued is not None:
-            budget.remaining -= 1
+    # The budget counts rules that did send: one whose every channel was refused (no
+    # address, a cap) leaves the send to the next rule.
+    queued = journey.id in session.info.get(QUEUED_BY, ())
+    if budget is not None and compiled.sends_at_once() and queued:
+        budget.remaining -= 1
     return journey
 
 
 def _entry_refusal(
     session: Session, rule: model.Rule, user: User, key: str, now: dt.datetime
 ) -> str | None:
-    active = session.scalar(
-        select(Journey.id).where(
-            Journey.profile_id == user.id,
-            Journey.rule_id == rule.id,
-            Journey.journey_key == key,
-            Journey.ended_at.is_(None),
-        )
-    )
-    if active is not None:
+    active, last = session.execute(
+        select(
+            func.count().filter(Journey.journey_key == key, Journey.ended_at.is_(None)),
+            func.max(Journey.entered_at),
+        ).where(Journey.profile_id == user.id, Journey.rule_id == rule.id)
+    ).one()
+    if active:
         return "already in this journey" + (f" for {rule.key} {key!r}" if rule.key else "")
-    if rule.entry == "every_time":
-        return None
-    last = session.scalar(
-        select(func.max(Journey.entered_at)).where(
-            Journey.profile_id == user.id, Journey.rule_id == rule.id
-        )
-    )
-    if last is None:
+    if rule.entry == "every_time" or last is None:
         return None
     if rule.entry == "once":
         return f"entry is once, and the user entered on {last:%Y-%m-%d %H:%M} UTC"
@@ -316,7 +313,28 @@ def _entry_refusal(
     return None
 
 
+# Rule versions known to be stored, by database: each is written once, not at every entry.
+_stored_versions: weakref.WeakKeyDictionary[Engine, set[tuple[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+VERSIONS_SAVED = "lifeline.rule-versions-saved"  # in this transaction, known once it commits
+
+
+@event.listens_for(Session, "after_commit")
+def _versions_stored(session: Session) -> None:
+    saved = session.info.pop(VERSIONS_SAVED, None)
+    if saved:
+        engine = session.get_bind()
+        if isinstance(engine, Engine):
+            _stored_versions.setdefault(engine, set()).update(saved)
+
+
 def _save_version(session: Session, compiled: CompiledRule, now: dt.datetime) -> None:
+    engine = session.get_bind()
+    key = (compiled.id, compiled.version)
+    if isinstance(engine, Engine) and key in _stored_versions.get(engine, ()):
+        return
+    session.info.setdefault(VERSIONS_SAVED, set()).add(key)
     statement = insert_ignoring_conflicts(
         RuleVersion.__table__, session.get_bind().dialect.name, ["rule_id", "version"]
     )
@@ -666,11 +684,18 @@ def _send(
                 }
             ],
         ).scalar()
-        message_id = session.scalars(
-            select(Message.id).where(Message.dedupe_key == dedupe_key)
-        ).one()
+        message_id = (
+            inserted
+            if inserted is not None
+            else session.scalars(select(Message.id).where(Message.dedupe_key == dedupe_key)).one()
+        )
+        session.info.setdefault(QUEUED_BY, set()).add(journey.id)
         if inserted is not None:  # its status history starts here, not at the first claim
-            session.add(MessageStatusChange(message_id=inserted, status="queued", at=now))
+            insert_at_commit(
+                session,
+                MessageStatusChange.__table__,
+                {"message_id": inserted, "status": "queued", "detail": None, "at": now},
+            )
         if deferred is None:
             enqueue_id_after_commit(session, SEND_MESSAGE, message_id)
         detail = f"{channel} {template!r}"

@@ -173,6 +173,30 @@ class AsyncUnitOfWork(UnitOfWork):
     session: AsyncSession
 
 
+# --- Rows written when the transaction commits ------------------------------------------------
+
+AT_COMMIT = "lifeline.insert-at-commit"
+
+
+def insert_at_commit(session: Session, table: Any, row: dict[str, Any]) -> None:
+    """Insert `row` into `table` just before the transaction commits, with the other rows for
+    that table in one statement. For append-only records nothing in the same transaction
+    reads back (decisions, status history): one statement per transaction instead of one per
+    row."""
+    session.info.setdefault(AT_COMMIT, {}).setdefault(table, []).append(row)
+
+
+@event.listens_for(Session, "before_commit")
+def _insert_pending_rows(session: Session) -> None:
+    for table, rows in session.info.pop(AT_COMMIT, {}).items():
+        session.execute(table.insert(), rows)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_rows(session: Session) -> None:
+    session.info.pop(AT_COMMIT, None)
+
+
 @contextlib.contextmanager
 def unit_of_work(engine: Engine, send_job: JobSender | None = None) -> Iterator[SyncUnitOfWork]:
     """`send_job` None: no broker here (simulations, tests). The work stays durable in the
