@@ -14,7 +14,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, func, or_, select
+from sqlalchemy import event, func, insert, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -241,21 +241,27 @@ def try_enter(
         )
         return None
     _save_version(session, compiled, now)
-    journey = Journey(
-        profile_id=user.id,
-        rule_id=rule.id,
-        rule_version=compiled.version,
-        journey_key=key,
-        trigger_event_id=trigger.event_id,
-        trigger_properties=trigger.properties,
-        variant=_variant(rule, user.user_id),
-        holdout=holdout,
-        pc=0,
-        entered_at=now,
-        goal_deadline=now + rule.goal.within if rule.goal else None,
-    )
-    session.add(journey)
-    session.flush()
+    # Inserted on its own for its id: the batch's pending users and events are written
+    # together later, not flushed here one event at a time.
+    with session.no_autoflush:
+        journey = session.scalars(
+            insert(Journey).returning(Journey),
+            [
+                {
+                    "profile_id": user.id,
+                    "rule_id": rule.id,
+                    "rule_version": compiled.version,
+                    "journey_key": key,
+                    "trigger_event_id": trigger.event_id,
+                    "trigger_properties": trigger.properties,
+                    "variant": _variant(rule, user.user_id),
+                    "holdout": holdout,
+                    "pc": 0,
+                    "entered_at": now,
+                    "goal_deadline": now + rule.goal.within if rule.goal else None,
+                }
+            ],
+        ).one()
     if holdout:
         journey.ended_at, journey.end_reason = now, "holdout"
         record(
@@ -292,12 +298,21 @@ def try_enter(
 def _entry_refusal(
     session: Session, rule: model.Rule, user: User, key: str, now: dt.datetime
 ) -> str | None:
-    active, last = session.execute(
-        select(
-            func.count().filter(Journey.journey_key == key, Journey.ended_at.is_(None)),
-            func.max(Journey.entered_at),
-        ).where(Journey.profile_id == user.id, Journey.rule_id == rule.id)
-    ).one()
+    # New journeys are flushed when created; only a journey of this rule ended earlier in the
+    # transaction needs writing first. Flushing the whole session here instead would write
+    # the batch's users and events one event at a time.
+    if any(
+        isinstance(o, Journey) and o.profile_id == user.id and o.rule_id == rule.id
+        for o in session.dirty
+    ):
+        session.flush()
+    with session.no_autoflush:
+        active, last = session.execute(
+            select(
+                func.count().filter(Journey.journey_key == key, Journey.ended_at.is_(None)),
+                func.max(Journey.entered_at),
+            ).where(Journey.profile_id == user.id, Journey.rule_id == rule.id)
+        ).one()
     if active:
         return "already in this journey" + (f" for {rule.key} {key!r}" if rule.key else "")
     if rule.entry == "every_time" or last is None:
@@ -660,30 +675,31 @@ def _send(
         statement = insert_ignoring_conflicts(
             Message.__table__, session.get_bind().dialect.name, ["dedupe_key"]
         )
-        inserted = session.execute(
-            statement.returning(Message.id),
-            [
-                {
-                    "dedupe_key": dedupe_key,
-                    "profile_id": user.id,
-                    "journey_id": journey.id,
-                    "rule_id": rule.id,
-                    "rule_version": compiled.version,
-                    "step": journey.pc,
-                    "variant": journey.variant,
-                    "channel": channel,
-                    "template": template,
-                    "to_address": to_address,
-                    "transactional": rule.transactional,
-                    "variables": journey.trigger_properties,
-                    "status": "queued",
-                    "status_reason": None,
-                    "send_at": send_at,
-                    "created_at": now,
-                    "enqueued_at": now if deferred is None else None,
-                }
-            ],
-        ).scalar()
+        with session.no_autoflush:  # it depends on nothing pending; see try_enter
+            inserted = session.execute(
+                statement.returning(Message.id),
+                [
+                    {
+                        "dedupe_key": dedupe_key,
+                        "profile_id": user.id,
+                        "journey_id": journey.id,
+                        "rule_id": rule.id,
+                        "rule_version": compiled.version,
+                        "step": journey.pc,
+                        "variant": journey.variant,
+                        "channel": channel,
+                        "template": template,
+                        "to_address": to_address,
+                        "transactional": rule.transactional,
+                        "variables": journey.trigger_properties,
+                        "status": "queued",
+                        "status_reason": None,
+                        "send_at": send_at,
+                        "created_at": now,
+                        "enqueued_at": now if deferred is None else None,
+                    }
+                ],
+            ).scalar()
         message_id = (
             inserted
             if inserted is not None
