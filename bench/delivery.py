@@ -9,7 +9,7 @@ Measures, in one run on this machine:
 Both check that provider calls (distinct idempotency keys, and raw calls) equal messages.
 
     .venv/bin/python bench/delivery.py [--backlog 3000] [--rate 200] [--seconds 15]
-        [--processes 2] [--threads 16] [--worker-timeout-ms 100]
+        [--processes 4] [--threads 2] [--worker-timeout-ms 100] [--send-concurrency 32]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and Redis on 127.0.0.1:6379 (uses and
 empties database 12).
@@ -87,6 +87,7 @@ class Bench:
             LIFELINE_WORKER_TIMEOUT_MS=str(args.worker_timeout_ms),
             LIFELINE_SCHEDULER_INTERVAL_SECONDS="0.5",
             LIFELINE_DB_POOL_SIZE=str(args.threads + 4),
+            LIFELINE_SEND_CONCURRENCY=str(args.send_concurrency),
             LIFELINE_LOG_LEVEL="WARNING",
         )
         self.procs = Processes(workdir / "logs")
@@ -259,9 +260,10 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker-timeout-ms", type=int, default=100)
+    parser.add_argument("--send-concurrency", type=int, default=32)
     args = parser.parse_args()
     with redis.Redis.from_url(REDIS) as client:
         client.flushdb()
@@ -272,6 +274,7 @@ def main() -> None:
             write_key = bench.start_api()
             print(
                 f"workers: {args.processes} processes x {args.threads} threads, "
+                f"{args.send_concurrency} provider calls at once per process, "
                 f"worker timeout {args.worker_timeout_ms} ms; receiver answers after 50 ms"
             )
             drain(bench, write_key)

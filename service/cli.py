@@ -274,8 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
 
     worker = add("worker", _cmd_worker, "Run Dramatiq worker processes (production).")
-    worker.add_argument("--processes", type=int, default=2)
-    worker.add_argument("--threads", type=int, default=8)
+    # Many processes with few threads each: a thread back from the database or a provider
+    # otherwise waits for the GIL behind the others (see docs/scaling.md).
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=2 * (os.cpu_count() or 1),
+        help="worker processes (default: twice the CPU count)",
+    )
+    worker.add_argument("--threads", type=int, default=2, help="jobs each process runs at once")
 
     add("scheduler", _cmd_scheduler, "Run the scheduler: sweeps that re-enqueue lost work.")
     add("migrate", _cmd_migrate, "Upgrade the database to the latest schema.")

@@ -130,7 +130,7 @@ JOBS = "lifeline.jobs"
 
 
 BATCHED = "lifeline.batched-jobs"
-JOB_BATCH_SIZE = 50
+JOB_BATCH_SIZE = 100
 
 
 def enqueue_after_commit(session: Session | AsyncSession, actor_name: str, *args: Any) -> None:
