@@ -34,9 +34,9 @@ from sqlalchemy.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.receiver import LeanReceiver  # noqa: E402
 from service.kit.settings import Settings  # noqa: E402
 from tests.engine_helpers import settled, write_rules  # noqa: E402
-from tests.process_helpers import Receiver  # noqa: E402
 from tests.test_e2e_processes import (  # noqa: E402
     Processes,
     clean_env,
@@ -71,7 +71,7 @@ def fresh_database() -> str:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path, receiver: Receiver):
+    def __init__(self, args: argparse.Namespace, workdir: Path, receiver: LeanReceiver):
         self.args, self.receiver = args, receiver
         self.database_url = fresh_database()
         rules = write_rules(workdir / "rules", RULES)
@@ -267,7 +267,7 @@ def main() -> None:
     args = parser.parse_args()
     with redis.Redis.from_url(REDIS) as client:
         client.flushdb()
-    with tempfile.TemporaryDirectory() as workdir, Receiver(delay=0.05) as receiver:
+    with tempfile.TemporaryDirectory() as workdir, LeanReceiver(delay=0.05) as receiver:
         bench = Bench(args, Path(workdir), receiver)
         try:
             bench.procs.run(bench.lifeline("migrate"), bench.env, ROOT)

@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 from service.delivery import service as delivery
 from service.delivery.links import secret_key
 from service.delivery.models import Message
-from service.delivery.providers import Provider, ProviderError, Sent
+from service.delivery.providers import Provider, ProviderConfigError, ProviderError, Sent
 from service.delivery.service import Claimed, Links, Outcome
 from service.engine.durations import format_duration
 from service.kit.db import unit_of_work, utcnow
@@ -64,8 +64,12 @@ def send_messages(runtime: Runtime, message_ids: list[int]) -> None:
         return
     links = Links(runtime.settings.public_url, secret_key(runtime.settings))
     # Before the claim: a provider that cannot load must leave the messages queued, not
-    # claimed and stuck in `sending`.
-    providers(runtime)
+    # claimed and stuck in `sending`. The scheduler hands them over again once it is fixed.
+    try:
+        providers(runtime)
+    except (ProviderConfigError, LookupError) as exc:
+        log.error("%d message(s) wait: a provider cannot be loaded: %s", len(message_ids), exc)
+        return
     try:
         with unit_of_work(runtime.engine) as uow:
             claimed = delivery.claim_many(uow.session, rules, links, message_ids, utcnow())

@@ -132,6 +132,11 @@ async def receive(account: str, request: Request) -> Response:
         raise HTTPException(
             status_code=401, detail=f"not a verifiable webhook of account {account!r}"
         ) from None
+    except Exception as exc:  # e.g. the provider's signing certificate could not be fetched
+        log.warning("webhook for %s not verified now: %s: %s", account, type(exc).__name__, exc)
+        raise HTTPException(
+            status_code=503, detail="the signature cannot be checked now; send it again later"
+        ) from None
     try:
         result: WebhookResult = await asyncio.to_thread(receiver.parse_webhook, inbound)
     except ValueError as exc:
