@@ -8,7 +8,7 @@ Measures, in one run on this machine:
       event's timestamp against the time the receiver got its welcome email.
 Both check that provider calls (distinct idempotency keys, and raw calls) equal messages.
 
-    .venv/bin/python bench/delivery.py [--backlog 3000] [--rate 200] [--seconds 15]
+    .venv/bin/python bench/delivery.py [--backlog 12000] [--rate 200] [--seconds 20]
         [--processes 4] [--threads 2] [--worker-timeout-ms 100] [--send-concurrency 32]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and Redis on 127.0.0.1:6379 (uses and
@@ -257,9 +257,9 @@ def latency(bench: Bench, write_key: str, backlog_sent: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backlog", type=int, default=3000)
+    parser.add_argument("--backlog", type=int, default=12000)
     parser.add_argument("--rate", type=float, default=200)
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker-timeout-ms", type=int, default=100)

@@ -28,7 +28,7 @@ from service.engine.durations import format_duration
 from service.engine.index import RuleIndex
 from service.engine.tables import Journey
 from service.engine.templates import RenderError, render
-from service.kit.db import enqueue_id_after_commit
+from service.kit.db import enqueue_id_after_commit, insert_at_commit
 from service.users.models import Device, ErasedAddress, User
 
 # Status only moves forward; these are the ranks of the non-terminal ones.
@@ -49,7 +49,11 @@ def set_status(
     message.status, message.status_at = status, now
     if detail is not None:
         message.status_reason = detail
-    session.add(MessageStatusChange(message_id=message.id, status=status, detail=detail, at=now))
+    insert_at_commit(
+        session,
+        MessageStatusChange.__table__,
+        {"message_id": message.id, "status": status, "detail": detail, "at": now},
+    )
 
 
 def enqueue_send(session: Session, message: Message, now: dt.datetime) -> None:
@@ -256,14 +260,8 @@ def _fall_back(
     )
     session.add(instead)
     session.flush()
-    session.add(
-        MessageStatusChange(
-            message_id=instead.id,
-            status="queued",
-            detail=f"fallback from {message.channel} (message {message.id}): {reason}",
-            at=now,
-        )
-    )
+    detail = f"fallback from {message.channel} (message {message.id}): {reason}"
+    set_status(session, instead, "queued", now, detail)
     enqueue_send(session, instead, now)
     return instead
 
