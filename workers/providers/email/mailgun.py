@@ -22,7 +22,6 @@ timestamp further from now than the tolerance (a replayed capture) is rejected.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import time
@@ -34,7 +33,6 @@ from service.delivery.providers import (
     Account,
     Inbound,
     Outgoing,
-    ProviderConfigError,
     Report,
     ReportStatus,
     Sent,
@@ -42,6 +40,13 @@ from service.delivery.providers import (
     WebhookResult,
 )
 from service.kit.settings import Settings
+from workers.providers.common import (
+    epoch_time,
+    mapping_or_empty,
+    our_message_id,
+    refusal_while_unset,
+    text_or_none,
+)
 from workers.providers.http import base_url, call, client_for, fail, json_body
 
 DEFAULT_BASE_URL = "https://api.mailgun.net"
@@ -154,57 +159,30 @@ def _report(event: dict[str, Any]) -> Report | None:
     event_id = event.get("id")
     if status is None or not isinstance(event_id, str) or not event_id:
         return None
-    variables = _object(event.get("user-variables"))
-    message_id = _object(_object(event.get("message")).get("headers")).get("message-id")
+    variables = mapping_or_empty(event.get("user-variables"))
+    message_id = mapping_or_empty(mapping_or_empty(event.get("message")).get("headers")).get(
+        "message-id"
+    )
     return Report(
         event_id=event_id,
         status=status,
-        at=_time(event.get("timestamp")),
-        message_id=_our_id(variables.get(METADATA_KEY)),
+        at=epoch_time(event.get("timestamp")),
+        message_id=our_message_id(variables.get(METADATA_KEY)),
         provider_message_id=message_id.strip("<>") if isinstance(message_id, str) else None,
-        address=_text(event.get("recipient")),
+        address=text_or_none(event.get("recipient")),
         detail=_failure(event) if status == "bounced" else None,
-        url=_text(event.get("url")) if status == "clicked" else None,
+        url=text_or_none(event.get("url")) if status == "clicked" else None,
     )
 
 
 def _failure(event: dict[str, Any]) -> str | None:
     """What the receiving server said, else Mailgun's reason (e.g. suppress-bounce)."""
-    delivery = _object(event.get("delivery-status"))
+    delivery = mapping_or_empty(event.get("delivery-status"))
     return (
-        _text(delivery.get("description"))
-        or _text(delivery.get("message"))
-        or _text(event.get("reason"))
+        text_or_none(delivery.get("description"))
+        or text_or_none(delivery.get("message"))
+        or text_or_none(event.get("reason"))
     )
-
-
-def _object(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _time(value: object) -> dt.datetime:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, dt.UTC)
-    return dt.datetime.now(dt.UTC)  # no time given: when it reached us
-
-
-def _our_id(value: object) -> int | None:
-    # Mailgun may hand a numeric-looking variable back as a number.
-    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-    return int(text) if text.isdigit() else None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _unset(account: Account, key: str) -> str:
-    """Why webhooks are refused while `key` is not set: the account's advice on setting it."""
-    try:
-        account.require(key)
-    except ProviderConfigError as exc:
-        return f"webhooks are refused: {exc}"
-    return ""
 
 
 def mailgun(account: Account, settings: Settings) -> Mailgun:
@@ -216,7 +194,7 @@ def mailgun(account: Account, settings: Settings) -> Mailgun:
         account.get("from") or settings.email_from,
         base=base_url(account, DEFAULT_BASE_URL),
         signing_key=account.get("webhook_signing_key"),
-        no_key_reason=_unset(account, "webhook_signing_key"),
+        no_key_reason=refusal_while_unset(account, "webhook_signing_key"),
         tolerance=float(account.get("webhook_tolerance_seconds") or DEFAULT_TOLERANCE),
         client=client_for(account),
     )

@@ -45,6 +45,7 @@ from service.delivery.providers import (
     WebhookResult,
 )
 from service.kit.settings import Settings
+from workers.providers.common import advice, iso_time, our_message_id, text_or_none
 from workers.providers.http import base_url, call, client_for, fail, json_body
 
 DEFAULT_BASE_URL = "https://api.postmarkapp.com"
@@ -191,16 +192,19 @@ def _report(record: dict[str, Any]) -> Report | None:
     metadata = record.get("Metadata")
     provider_id = record.get("MessageID")
     # What the receiving server said, else Postmark's description of the bounce type.
-    said = _text(record.get("Details")) or _text(record.get("Description"))
+    said = text_or_none(record.get("Details")) or text_or_none(record.get("Description"))
+    at = iso_time(record.get(TIME_FIELDS.get(record["RecordType"], "")))
     return Report(
         event_id=_event_id(record),
         status=status,
-        at=_time(record.get(TIME_FIELDS.get(record["RecordType"], ""))),
-        message_id=_our_id(metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None),
+        at=at or dt.datetime.now(dt.UTC),  # no time given: when it reached us
+        message_id=our_message_id(
+            metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
+        ),
         provider_message_id=provider_id if isinstance(provider_id, str) and provider_id else None,
-        address=_text(record.get("Email")) or _text(record.get("Recipient")),
+        address=text_or_none(record.get("Email")) or text_or_none(record.get("Recipient")),
         detail=said if status in ("bounced", "failed") else None,
-        url=_text(record.get("OriginalLink")) if status == "clicked" else None,
+        url=text_or_none(record.get("OriginalLink")) if status == "clicked" else None,
     )
 
 
@@ -221,34 +225,6 @@ def _event_id(record: dict[str, Any]) -> str:
     return f"{kind}:{digest[:32]}"
 
 
-def _time(value: object) -> dt.datetime:
-    try:
-        at = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        at = None
-    if at is None:
-        return dt.datetime.now(dt.UTC)  # no time given: when it reached us
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
-
-
-def _our_id(value: object) -> int | None:
-    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-    return int(text) if text.isdigit() else None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _advice(account: Account, key: str) -> str:
-    """How to set `key`, in the account's own words (its variable or its providers file)."""
-    try:
-        account.require(key)
-    except ProviderConfigError as exc:
-        return str(exc)
-    return ""
-
-
 def _credentials(account: Account) -> tuple[tuple[str, str] | None, str]:
     """The webhook credentials, or why webhooks are refused without them."""
     user, password = account.get("webhook_user"), account.get("webhook_password")
@@ -256,8 +232,8 @@ def _credentials(account: Account) -> tuple[tuple[str, str] | None, str]:
         return (user, password), ""
     if user or password:
         # Half a pair is a mistake, not a choice to go without webhooks.
-        raise ProviderConfigError(_advice(account, "webhook_password" if user else "webhook_user"))
-    missing = [_advice(account, key) for key in ("webhook_user", "webhook_password")]
+        raise ProviderConfigError(advice(account, "webhook_password" if user else "webhook_user"))
+    missing = [advice(account, key) for key in ("webhook_user", "webhook_password")]
     return None, "webhooks are refused: " + "; ".join(missing)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import time
 from email.utils import parseaddr
 from typing import Any
@@ -46,6 +45,12 @@ from service.delivery.providers import (
     WebhookResult,
 )
 from service.kit.settings import Settings
+from workers.providers.common import (
+    epoch_time,
+    our_message_id,
+    refusal_while_unset,
+    text_or_none,
+)
 from workers.providers.http import base_url, call, client_for, fail, json_body
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
@@ -194,30 +199,15 @@ def _report(event: object) -> Report | None:
     return Report(
         event_id=event_id,
         status=status,
-        at=_time(event.get("timestamp")),
+        at=epoch_time(event.get("timestamp")),
         # Custom args come back at the top level of each event.
-        message_id=_our_id(event.get(METADATA_KEY)),
+        message_id=our_message_id(event.get(METADATA_KEY)),
         # sg_message_id is the X-Message-Id of the send, then "." and a filter suffix.
         provider_message_id=provider_id.split(".", 1)[0] if isinstance(provider_id, str) else None,
-        address=_text(event.get("email")),
-        detail=_text(event.get("reason")) if status in ("bounced", "failed") else None,
-        url=_text(event.get("url")) if status == "clicked" else None,
+        address=text_or_none(event.get("email")),
+        detail=text_or_none(event.get("reason")) if status in ("bounced", "failed") else None,
+        url=text_or_none(event.get("url")) if status == "clicked" else None,
     )
-
-
-def _time(value: object) -> dt.datetime:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, dt.UTC)
-    return dt.datetime.now(dt.UTC)  # no time given: when it reached us
-
-
-def _our_id(value: object) -> int | None:
-    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-    return int(text) if text.isdigit() else None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _public_key(encoded: str) -> ec.EllipticCurvePublicKey:
@@ -232,15 +222,6 @@ def _public_key(encoded: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _unset(account: Account, key: str) -> str:
-    """Why webhooks are refused while `key` is not set: the account's advice on setting it."""
-    try:
-        account.require(key)
-    except ProviderConfigError as exc:
-        return f"webhooks are refused: {exc}"
-    return ""
-
-
 def sendgrid(account: Account, settings: Settings) -> SendGrid:
     """Sending needs `api_key`; receiving webhooks needs `webhook_public_key` as well."""
     encoded = account.get("webhook_public_key")
@@ -250,7 +231,7 @@ def sendgrid(account: Account, settings: Settings) -> SendGrid:
         account.get("from") or settings.email_from,
         base=base_url(account, DEFAULT_BASE_URL),
         public_key=_public_key(encoded) if encoded else None,
-        no_key_reason=_unset(account, "webhook_public_key"),
+        no_key_reason=refusal_while_unset(account, "webhook_public_key"),
         tolerance=float(account.get("webhook_tolerance_seconds") or DEFAULT_TOLERANCE),
         client=client_for(account),
     )

@@ -62,6 +62,7 @@ from service.delivery.providers import (
     WebhookResult,
 )
 from service.kit.settings import Settings
+from workers.providers.common import iso_time, mapping_or_empty, our_message_id
 from workers.providers.email.smtp import build_email, wire_bytes
 from workers.providers.http import base_url, call, client_for, excerpt, fail, json_body
 
@@ -285,47 +286,51 @@ def ses_reports(event: Mapping[str, Any], envelope: Mapping[str, Any]) -> list[R
     """An SES event (configuration-set event publishing: eventType; identity notifications:
     notificationType) as reports; one per recipient for bounces, complaints and deliveries."""
     kind = event.get("eventType") or event.get("notificationType")
-    mail = _mapping(event.get("mail"))
+    mail = mapping_or_empty(event.get("mail"))
     found: list[tuple[ReportStatus, str | None, str | None, str | None, Mapping[str, Any]]] = []
     if kind == "Delivery":
-        delivery = _mapping(event.get("delivery"))
+        delivery = mapping_or_empty(event.get("delivery"))
         for address in delivery.get("recipients") or []:
             found.append(("delivered", str(address), delivery.get("smtpResponse"), None, delivery))
     elif kind == "Open":
-        found.append(("opened", None, None, None, _mapping(event.get("open"))))
+        found.append(("opened", None, None, None, mapping_or_empty(event.get("open"))))
     elif kind == "Click":
-        click = _mapping(event.get("click"))
+        click = mapping_or_empty(event.get("click"))
         found.append(("clicked", None, None, click.get("link"), click))
     elif kind == "Bounce":
-        bounce = _mapping(event.get("bounce"))
+        bounce = mapping_or_empty(event.get("bounce"))
         # Transient and undetermined bounces are soft: SES keeps trying, and nothing is final.
         if bounce.get("bounceType") == "Permanent":
             for recipient in bounce.get("bouncedRecipients") or []:
-                recipient = _mapping(recipient)
+                recipient = mapping_or_empty(recipient)
                 detail = recipient.get("diagnosticCode") or (
                     f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}"
                 )
                 found.append(("bounced", recipient.get("emailAddress"), detail, None, bounce))
     elif kind == "Complaint":
-        complaint = _mapping(event.get("complaint"))
+        complaint = mapping_or_empty(event.get("complaint"))
         for recipient in complaint.get("complainedRecipients") or []:
-            address = _mapping(recipient).get("emailAddress")
+            address = mapping_or_empty(recipient).get("emailAddress")
             detail = complaint.get("complaintFeedbackType")
             found.append(("complained", address, detail, None, complaint))
     elif kind == "Reject":
-        reject = _mapping(event.get("reject"))
+        reject = mapping_or_empty(event.get("reject"))
         found.append(("failed", None, reject.get("reason"), None, reject))
     elif kind == "Rendering Failure":
-        failure = _mapping(event.get("failure"))
+        failure = mapping_or_empty(event.get("failure"))
         found.append(("failed", None, failure.get("errorMessage"), None, failure))
 
     sns_id = _text(envelope, "MessageId")
-    fallback = _when(mail.get("timestamp")) or _when(envelope.get("Timestamp")) or _now()
+    fallback = (
+        iso_time(mail.get("timestamp"))
+        or iso_time(envelope.get("Timestamp"))
+        or dt.datetime.now(dt.UTC)
+    )
     return [
         Report(
             event_id=sns_id if len(found) == 1 else f"{sns_id}:{index}",
             status=status,
-            at=_when(part.get("timestamp")) or fallback,
+            at=iso_time(part.get("timestamp")) or fallback,
             message_id=_our_id(mail),
             provider_message_id=mail.get("messageId"),
             address=address,
@@ -336,29 +341,11 @@ def ses_reports(event: Mapping[str, Any], envelope: Mapping[str, Any]) -> list[R
     ]
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
 def _our_id(mail: Mapping[str, Any]) -> int | None:
     """mail.tags maps each tag to a list of values."""
-    values = _mapping(mail.get("tags")).get(TAG)
+    values = mapping_or_empty(mail.get("tags")).get(TAG)
     first = values[0] if isinstance(values, list) and values else None
-    return int(first) if isinstance(first, str) and first.isdigit() else None
-
-
-def _when(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return our_message_id(first)
 
 
 def ses(account: Account, settings: Settings) -> Ses:

@@ -30,7 +30,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from service.delivery.providers import Account, Outgoing, ProviderConfigError, ProviderError, Sent
 from service.kit.settings import Settings
+from workers.providers.common import inline_or_file
 from workers.providers.http import base_url, call, client_for, fail, json_body
 
 PRODUCTION = "https://api.push.apple.com"
@@ -156,23 +156,7 @@ class Apns:
 
 
 def _signing_key(account: Account) -> ec.EllipticCurvePrivateKey:
-    pem = account.get("key")
-    where = "key"
-    if pem is None:
-        where = "key_file"
-        path = account.get(where)
-        if path is None:
-            setting = account.where.replace("{KEY}", "KEY_FILE")
-            raise ProviderConfigError(
-                f"provider account {account.name!r} (apns) needs its .p8 signing key: set "
-                f"{setting or where} (a path) or key (the PEM text)"
-            )
-        try:
-            pem = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ProviderConfigError(
-                f"provider account {account.name!r}: cannot read {where}: {exc.strerror or exc}"
-            ) from exc
+    pem, where = inline_or_file(account, "key", "key_file", "its .p8 signing key")
     # A PEM pasted into one environment variable often arrives with literal "\n"s.
     pem = pem.replace("\\n", "\n")
     try:

@@ -25,7 +25,6 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ import jwt
 
 from service.delivery.providers import Account, Outgoing, ProviderConfigError, ProviderError, Sent
 from service.kit.settings import Settings
+from workers.providers.common import inline_or_file
 from workers.providers.http import base_url, call, client_for, excerpt, fail, json_body
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
@@ -196,23 +196,9 @@ def _names_the_token(error: dict[str, Any], text: str) -> bool:
 
 
 def _service_account(account: Account) -> dict[str, Any]:
-    text = account.get("service_account_json")
-    where = "service_account_json"
-    if text is None:
-        where = "service_account_file"
-        path = account.get(where)
-        if path is None:
-            setting = account.where.replace("{KEY}", "SERVICE_ACCOUNT_FILE")
-            raise ProviderConfigError(
-                f"provider account {account.name!r} (fcm) needs a service account key: set "
-                f"{setting or where} (a path) or service_account_json (the key itself)"
-            )
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ProviderConfigError(
-                f"provider account {account.name!r}: cannot read {where}: {exc.strerror or exc}"
-            ) from exc
+    text, where = inline_or_file(
+        account, "service_account_json", "service_account_file", "a service account key"
+    )
     try:
         key = json.loads(text)
     except ValueError:

@@ -31,7 +31,6 @@ import base64
 import binascii
 import json
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from service.delivery.providers import Account, Outgoing, ProviderConfigError, ProviderError, Sent
 from service.kit.settings import Settings
+from workers.providers.common import inline_or_file
 from workers.providers.http import call, client_for, fail
 
 DEFAULT_TTL = 2419200
@@ -159,23 +159,9 @@ def _unb64(text: str) -> bytes:
 
 
 def _vapid_key(account: Account) -> ec.EllipticCurvePrivateKey:
-    text = account.get("vapid_private_key")
-    where = "vapid_private_key"
-    if text is None:
-        where = "vapid_private_key_file"
-        path = account.get(where)
-        if path is None:
-            setting = account.where.replace("{KEY}", "VAPID_PRIVATE_KEY")
-            raise ProviderConfigError(
-                f"provider account {account.name!r} (webpush) needs a VAPID key: set "
-                f"{setting or 'vapid_private_key'} or vapid_private_key_file"
-            )
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ProviderConfigError(
-                f"provider account {account.name!r}: cannot read {where}: {exc.strerror or exc}"
-            ) from exc
+    text, where = inline_or_file(
+        account, "vapid_private_key", "vapid_private_key_file", "a VAPID key"
+    )
     text = text.strip().replace("\\n", "\n")
     key: object = None
     try:

@@ -58,6 +58,7 @@ from service.delivery.providers import (
     WebhookResult,
 )
 from service.kit.settings import Settings
+from workers.providers.common import setting
 from workers.providers.http import base_url, call, client_for, fail, json_body, retry_after
 
 DEFAULT_BASE_URL = "https://dysmsapi.aliyuncs.com"
@@ -234,10 +235,6 @@ def _error(response: httpx.Response, answer: Any) -> ProviderError:
     return ProviderError("permanent", reason)
 
 
-def _where(account: Account, key: str) -> str:
-    return account.where.replace("{KEY}", key.upper()).replace("{key}", key) or f"option {key!r}"
-
-
 def aliyun_sms(account: Account, settings: Settings) -> AliyunSms:
     return AliyunSms(
         account.name,
@@ -247,7 +244,7 @@ def aliyun_sms(account: Account, settings: Settings) -> AliyunSms:
         template_code=account.require("template_code"),
         template_param=account.get("template_param", "content") or "content",
         webhook_token=account.get("webhook_token"),
-        receipts_setting=_where(account, "webhook_token"),
+        receipts_setting=setting(account, "webhook_token"),
         base=base_url(account, DEFAULT_BASE_URL),
         client=client_for(account),
     )

@@ -45,6 +45,7 @@ from service.delivery.providers import (
     WebhookResult,
 )
 from service.kit.settings import Settings
+from workers.providers.common import setting
 from workers.providers.http import base_url, call, client_for, fail, json_body
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
@@ -179,10 +180,6 @@ def _message_id(url: str) -> int | None:
     return int(found) if found.isdigit() else None
 
 
-def _where(account: Account, key: str) -> str:
-    return account.where.replace("{KEY}", key.upper()).replace("{key}", key)
-
-
 def twilio(account: Account, settings: Settings) -> Twilio:
     account_sid = account.require("account_sid")
     auth_token = account.require("auth_token")
@@ -191,7 +188,7 @@ def twilio(account: Account, settings: Settings) -> Twilio:
     if not sender and not messaging_service_sid:
         raise ProviderConfigError(
             f"provider account {account.name!r} ({account.provider}) needs a sender: set "
-            f"{_where(account, 'from')} or {_where(account, 'messaging_service_sid')}"
+            f"{setting(account, 'from')} or {setting(account, 'messaging_service_sid')}"
         )
     return Twilio(
         account.name,
