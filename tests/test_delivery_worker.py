@@ -17,7 +17,7 @@ from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from tests.delivery_helpers import LINKS, FakeProvider, message, minutes, profile_id, statuses
 from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
-from workers.delivery import send_message, sweep_messages
+from workers.delivery import redact, send_message, sweep_messages
 from workers.runtime import Runtime, build_runtime
 
 RULES = """
@@ -228,3 +228,26 @@ def test_a_message_left_sending_by_a_stopped_worker_is_settled(
         assert jobs.take() == []
         assert email.calls == []
     assert message(runtime.engine, busy).status == "sending"
+
+
+@pytest.mark.parametrize(
+    ("reason", "address", "expected"),
+    [
+        (
+            "550 5.1.1 <Ada@Example.com>: user unknown",
+            "ada@example.com",
+            "550 5.1.1 <<recipient>>: user unknown",
+        ),
+        (
+            "The 'To' number +14155550100 is not a valid phone number.",
+            "+14155550100",
+            "The 'To' number <recipient> is not a valid phone number.",
+        ),
+        ("invalid number 14155550100", "+14155550100", "invalid number <recipient>"),
+        ("HTTP 503: try later", "ada@example.com", "HTTP 503: try later"),
+    ],
+)
+def test_a_provider_reason_never_repeats_the_recipient(
+    reason: str, address: str, expected: str
+) -> None:
+    assert redact(reason, address) == expected

@@ -202,6 +202,10 @@ def test_an_unset_variable_names_the_variable_and_the_account(tmp_path: Path) ->
             "account 'SendGrid EU': a name is lower-case letters, digits, '-' and '_'",
         ),
         (
+            "accounts:\n  lifeline:\n    provider: sendgrid\n",
+            "account 'lifeline': the name 'lifeline' is Lifeline's own; pick another",
+        ),
+        (
             "accounts:\n  relay:\n    provider: webhook-email\n    url: {host: x}\n",
             "account 'relay', url: expected a string, got dict",
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 from sqlalchemy import or_, select
 
@@ -78,7 +79,10 @@ def send_messages(runtime: Runtime, message_ids: list[int]) -> None:
             raise
         log.warning("claiming %d messages together failed; trying each", len(message_ids))
         for message_id in message_ids:
-            send_messages(runtime, [message_id])
+            try:
+                send_messages(runtime, [message_id])
+            except Exception:  # it stays queued; the scheduler hands it over again
+                log.exception("message %d could not be claimed", message_id)
         return
     if not claimed:
         return
@@ -101,7 +105,7 @@ def _route(runtime: Runtime, claimed: list[Claimed]) -> tuple[list[Call], list[O
         outgoing = one.outgoing
         provider = provider_for(runtime, outgoing.channel, outgoing.platform)
         if provider is None:
-            missing = f"no push provider for {outgoing.platform} devices"
+            missing = f"no push provider for {outgoing.platform or 'unknown-platform'} devices"
             answered.append(
                 Outcome(outgoing.message_id, ProviderError("permanent", missing), "none")
             )
@@ -111,10 +115,13 @@ def _route(runtime: Runtime, claimed: list[Claimed]) -> tuple[list[Call], list[O
             to_call.append((one, provider))
     if throttled:
         now = utcnow()
-        with unit_of_work(runtime.engine) as uow:
-            for message_id, wait in throttled:
-                reason = f"{wait.reason}; next try in {format_duration(wait.wait)}"
-                delivery.release(uow.session, message_id, now + wait.wait, now, reason)
+        try:
+            with unit_of_work(runtime.engine) as uow:
+                for message_id, wait in throttled:
+                    reason = f"{wait.reason}; next try in {format_duration(wait.wait)}"
+                    delivery.release(uow.session, message_id, now + wait.wait, now, reason)
+        except Exception:  # left `sending`: the scheduler settles them as a stopped worker's
+            log.exception("%d rate-limited message(s) could not be put back", len(throttled))
         log.info("%d message(s) wait for a rate limit: %s", len(throttled), throttled[0][1].reason)
     return to_call, answered
 
@@ -125,10 +132,16 @@ def _call(call: Call) -> tuple[Claimed, Provider, Sent | ProviderError]:
     try:
         return claimed, provider, provider.send(claimed.outgoing)
     except ProviderError as exc:
+        # Providers quote the address they refused; it stays out of logs and status history.
+        redacted = ProviderError(exc.kind, redact(exc.reason, claimed.outgoing.to), exc.retry_after)
         log.warning(
-            "message %d not sent by %s (%s): %s", message_id, provider.name, exc.kind, exc.reason
+            "message %d not sent by %s (%s): %s",
+            message_id,
+            provider.name,
+            redacted.kind,
+            redacted.reason,
         )
-        return claimed, provider, exc
+        return claimed, provider, redacted
     except Exception as exc:  # an adapter bug or a network failure it did not classify
         log.exception("provider %s failed on message %d", provider.name, message_id)
         return claimed, provider, ProviderError("retryable", f"unexpected {type(exc).__name__}")
@@ -146,8 +159,21 @@ def _record(runtime: Runtime, outcomes: list[Outcome]) -> None:
             raise
         log.warning("recording %d results together failed; recording each", len(outcomes))
     for outcome in outcomes:
-        with unit_of_work(runtime.engine) as uow:
-            delivery.record_results(uow.session, [outcome], utcnow(), attempts, base)
+        try:
+            with unit_of_work(runtime.engine) as uow:
+                delivery.record_results(uow.session, [outcome], utcnow(), attempts, base)
+        except Exception:  # left `sending`: the scheduler settles it as a stopped worker's
+            log.exception("the result for message %d could not be recorded", outcome.message_id)
+
+
+def redact(text: str, address: str) -> str:
+    """`text` with the recipient's address (any case; for a phone, with or without its '+')
+    replaced by <recipient>."""
+    forms = {address, address.lstrip("+")} if address else set()
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= 5:
+            text = re.sub(re.escape(form), "<recipient>", text, flags=re.IGNORECASE)
+    return text
 
 
 def sweep_messages(runtime: Runtime) -> int:

@@ -27,6 +27,8 @@ from service.delivery.providers import Account, ProviderConfigError
 from service.kit.settings import Settings
 
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# Lifeline's own open and click tracking reports as this account (service.delivery.tracking).
+RESERVED = frozenset({"lifeline"})
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -78,6 +80,8 @@ def read_providers_file(path: Path, environ: Mapping[str, str]) -> dict[str, Acc
         where = f"providers file {path}, account {name!r}"
         if not isinstance(name, str) or not ACCOUNT_NAME.fullmatch(name):
             raise ProviderConfigError(f"{where}: a name is lower-case letters, digits, '-' and '_'")
+        if name in RESERVED:
+            raise ProviderConfigError(f"{where}: the name {name!r} is Lifeline's own; pick another")
         if not isinstance(entry, dict) or not isinstance(entry.get("provider"), str):
             raise ProviderConfigError(f"{where}: needs 'provider: <adapter name>'")
         options = {

@@ -50,7 +50,9 @@ async def _receiver(state: AppState, account: str) -> WebhookReceiver:
     adapter = state.webhook_adapters.get(account)
     if adapter is None:
         try:
-            found = configured_accounts(state.settings).get(account)
+            if state.webhook_accounts is None:  # read once: unknown names cost nothing more
+                state.webhook_accounts = configured_accounts(state.settings)
+            found = state.webhook_accounts.get(account)
             if found is None:
                 raise HTTPException(status_code=404, detail=f"no provider account {account!r}")
             adapter = await asyncio.to_thread(build_adapter, found, state.settings)
@@ -129,6 +131,11 @@ async def receive(account: str, request: Request) -> Response:
         await asyncio.to_thread(receiver.verify_webhook, inbound)
     except WebhookRejected as exc:
         log.warning("webhook for %s rejected: %s", account, exc)
+        raise HTTPException(
+            status_code=401, detail=f"not a verifiable webhook of account {account!r}"
+        ) from None
+    except (TypeError, KeyError, ValueError) as exc:  # a body in a shape no provider sends
+        log.warning("webhook for %s rejected: unreadable (%s)", account, type(exc).__name__)
         raise HTTPException(
             status_code=401, detail=f"not a verifiable webhook of account {account!r}"
         ) from None

@@ -335,6 +335,11 @@ _stored_versions: weakref.WeakKeyDictionary[Engine, set[tuple[str, str]]] = (
 VERSIONS_SAVED = "lifeline.rule-versions-saved"  # in this transaction, known once it commits
 
 
+@event.listens_for(Session, "after_rollback")
+def _versions_not_stored(session: Session) -> None:
+    session.info.pop(VERSIONS_SAVED, None)
+
+
 @event.listens_for(Session, "after_commit")
 def _versions_stored(session: Session) -> None:
     saved = session.info.pop(VERSIONS_SAVED, None)

@@ -27,3 +27,4 @@ class AppState:
     # Provider adapters for delivery webhooks by account name, built on first use (or the
     # ProviderConfigError that stopped one); see service.delivery.webhooks.
     webhook_adapters: dict[str, Any] = field(default_factory=dict)
+    webhook_accounts: dict[str, Any] | None = None  # the configured accounts, read once
