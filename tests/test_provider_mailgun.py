@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -206,6 +208,44 @@ def test_a_replayed_old_capture_is_rejected(provider: Mailgun) -> None:
     old = signature_block(at=time.time() - 11 * 60)
     with pytest.raises(WebhookRejected, match="too old"):
         provider.verify_webhook(webhook(event_data("delivered"), old))
+
+
+def test_a_captured_signature_cannot_carry_a_second_body(provider: Mailgun) -> None:
+    block = signature_block()
+    provider.verify_webhook(webhook(event_data("delivered"), block))
+    forged = event_data("complained", event_id="forged")
+    with pytest.raises(WebhookRejected, match="the Mailgun token was already used"):
+        provider.verify_webhook(webhook(forged, block))
+    provider.verify_webhook(webhook(forged))  # a fresh token is still fine
+
+
+def test_tokens_are_forgotten_once_their_timestamp_is_outside_the_tolerance(
+    provider: Mailgun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    for _ in range(50):
+        provider.verify_webhook(webhook(event_data("delivered")))
+    later = now + 11 * 60
+    monkeypatch.setattr(time, "time", lambda: later)
+    provider.verify_webhook(webhook(event_data("delivered"), signature_block(at=later)))
+    assert len(provider._tokens) == 1
+
+
+def test_concurrent_replays_of_one_token_are_accepted_once(provider: Mailgun) -> None:
+    block = signature_block()
+    barrier = threading.Barrier(8)
+
+    def attempt() -> bool:
+        barrier.wait()
+        try:
+            provider.verify_webhook(webhook(event_data("delivered"), block))
+        except WebhookRejected:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: attempt(), range(8)))
+    assert outcomes.count(True) == 1
 
 
 @pytest.mark.parametrize(

@@ -420,9 +420,45 @@ def test_another_topic_is_rejected_even_when_signed(
     foreign = signed(signing_key[0], notification(ses_event()), TopicArn=TOPIC + "-other")
     assert "is not accepted" in rejected(receiver, foreign)
     assert fetched == []
-    without_topic_option = adapter()
-    without_topic_option.fetch_certificate = lambda url: signing_key[1]
-    without_topic_option.verify_webhook(inbound(foreign))
+
+
+def test_without_topic_arn_every_webhook_is_refused_but_sending_works(
+    signing_key: tuple[rsa.RSAPrivateKey, bytes], httpserver: HTTPServer
+) -> None:
+    """Any AWS account can subscribe the endpoint to its own topic; SNS signs that too."""
+    options = {"access_key_id": KEY_ID, "secret_access_key": SECRET, "region": REGION}
+    options["base_url"] = httpserver.url_for("/")
+    from_env = Account("ses", "ses", options, where="LIFELINE_SES_{KEY}")
+    provider = ses(from_env, Settings())
+    provider.fetch_certificate = lambda url: signing_key[1]
+    for message in (notification(ses_event()), CONFIRMATION):
+        with pytest.raises(WebhookRejected, match="LIFELINE_SES_TOPIC_ARN"):
+            provider.verify_webhook(inbound(signed(signing_key[0], message)))
+    with pytest.raises(WebhookRejected, match="option 'topic_arn'"):
+        adapter().verify_webhook(inbound(signed(signing_key[0], notification(ses_event()))))
+
+    httpserver.expect_request(PATH, method="POST").respond_with_json({"MessageId": "0102-ab"})
+    assert provider.send(MESSAGE).provider_message_id == "0102-ab"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example.com/?Action=ConfirmSubscription&Token=2336",
+        f"http://sns.{REGION}.amazonaws.com/?Action=ConfirmSubscription&Token=2336",
+        f"https://sns.{REGION}.amazonaws.com.evil.example.com/?Action=ConfirmSubscription",
+        f"https://sns.{REGION}.amazonaws.com@evil.example.com/?Action=ConfirmSubscription",
+        f"https://sns.{REGION}.amazonaws.com:8443/?Action=ConfirmSubscription",
+        "https://169.254.169.254/latest/meta-data/",
+    ],
+)
+def test_a_subscribe_url_off_sns_is_never_returned_to_visit(
+    receiver: Ses, signing_key: tuple[rsa.RSAPrivateKey, bytes], url: str
+) -> None:
+    message = inbound(signed(signing_key[0], {**CONFIRMATION, "SubscribeURL": url}))
+    receiver.verify_webhook(message)  # SNS signed it: only the URL itself is wrong
+    with pytest.raises(ValueError, match="not an Amazon SNS URL"):
+        receiver.parse_webhook(message)
 
 
 @pytest.mark.parametrize(
@@ -568,6 +604,6 @@ def test_the_default_fetcher_is_never_reached_for_a_foreign_url(
     message = signed(
         signing_key[0], notification(ses_event()), SigningCertURL="https://evil.example.com/c.pem"
     )
-    with pytest.raises(WebhookRejected):
-        adapter().verify_webhook(inbound(message))
+    with pytest.raises(WebhookRejected, match="not an Amazon SNS certificate URL"):
+        adapter(topic_arn=TOPIC).verify_webhook(inbound(message))
     assert calls == []

@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import http_ece  # type: ignore[import-untyped]
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -232,3 +234,79 @@ def test_configuration_errors_name_the_setting(vapid_key: ec.EllipticCurvePrivat
         build_adapter(account(vapid_key, vapid_private_key="bm90IGEga2V5"), Settings())
     with pytest.raises(ProviderConfigError, match="mailto"):
         build_adapter(account(vapid_key, vapid_subject="ops@example.com"), Settings())
+
+
+def resolving_to(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> list[str]:
+    """DNS answers `addresses` for every host; returns the hosts asked about."""
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        asked.append(host)
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def strict_provider(vapid_key: ec.EllipticCurvePrivateKey, posted: list[httpx.Request]) -> WebPush:
+    def push_service(request: httpx.Request) -> httpx.Response:
+        posted.append(request)
+        return httpx.Response(201, headers={"Location": "https://push.example/m/1"})
+
+    client = httpx.Client(transport=httpx.MockTransport(push_service))
+    return WebPush("webpush", vapid_key, "mailto:ops@example.com", client=client)
+
+
+SECRET_PATH = "/wpush/v2/subscriber-secret-path"
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ("127.0.0.1",),
+        ("10.0.0.5",),
+        ("192.168.1.10",),
+        ("169.254.169.254",),  # cloud metadata
+        ("::1",),
+        ("fd00::1",),
+        ("::ffff:127.0.0.1",),
+        ("93.184.215.14", "10.0.0.5"),  # one private answer is enough to refuse
+    ],
+)
+def test_endpoints_on_private_addresses_are_refused_without_a_request(
+    vapid_key: ec.EllipticCurvePrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+    addresses: tuple[str, ...],
+) -> None:
+    asked = resolving_to(monkeypatch, *addresses)
+    posted: list[httpx.Request] = []
+    browser = Browser("https://internal.example" + SECRET_PATH)
+
+    with pytest.raises(ProviderError) as raised:
+        strict_provider(vapid_key, posted).send(message(browser))
+
+    assert raised.value.kind == "permanent"
+    assert "not on a public address" in raised.value.reason
+    assert SECRET_PATH not in raised.value.reason
+    assert (asked, posted) == (["internal.example"], [])
+
+
+def test_endpoints_on_public_addresses_are_sent_to(
+    vapid_key: ec.EllipticCurvePrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolving_to(monkeypatch, "93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c")
+    posted: list[httpx.Request] = []
+    browser = Browser("https://fcm.googleapis.com" + SECRET_PATH)
+
+    sent = strict_provider(vapid_key, posted).send(message(browser))
+
+    assert sent.provider_message_id == "https://push.example/m/1"
+    [request] = posted
+    assert str(request.url) == browser.endpoint
+    plain = http_ece.decrypt(
+        request.content, private_key=browser.key, auth_secret=browser.auth, version="aes128gcm"
+    )
+    assert json.loads(plain)["title"] == CONTENT["title"]

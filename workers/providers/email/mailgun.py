@@ -17,13 +17,19 @@ suppressed address is not refused at send time: Mailgun reports it as a failed e
 
 Webhook: each request carries {timestamp, token, signature}, the signature being the hex
 HMAC-SHA256 of timestamp + token under the signing key. It is compared in constant time, and a
-timestamp further from now than the tolerance (a replayed capture) is rejected.
+timestamp further from now than the tolerance (a replayed capture) is rejected. The signature
+does not cover the body, so a captured signature block could carry a forged body within the
+tolerance: as Mailgun advises, each token is accepted once. Tokens are remembered in memory
+until their timestamp leaves the tolerance, so the record is per API process: behind several
+processes a replay that reaches another process inside the window still passes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import threading
 import time
 from typing import Any
 
@@ -89,6 +95,9 @@ class Mailgun:
         self.signing_key = signing_key.encode() if signing_key else None
         self.no_key_reason = no_key_reason
         self.tolerance = tolerance
+        self._tokens: set[str] = set()
+        self._expiries: list[tuple[float, str]] = []  # a heap: when each token may be forgotten
+        self._tokens_lock = threading.Lock()
         self.client = client or httpx.Client(timeout=10.0)
 
     def send(self, message: Outgoing) -> Sent:
@@ -130,6 +139,21 @@ class Mailgun:
         expected = hmac.new(self.signing_key, (timestamp + token).encode(), hashlib.sha256)
         if not hmac.compare_digest(expected.hexdigest(), signature.lower()):
             raise WebhookRejected("the Mailgun signature does not match")
+        if not self._first_use(token, signed_at + self.tolerance):
+            raise WebhookRejected("the Mailgun token was already used")
+
+    def _first_use(self, token: str, forget_at: float) -> bool:
+        """Record `token`; False if it was seen before. A token is forgotten once its timestamp
+        is outside the tolerance, when the timestamp check alone refuses it."""
+        now = time.time()
+        with self._tokens_lock:
+            while self._expiries and self._expiries[0][0] < now:
+                self._tokens.discard(heapq.heappop(self._expiries)[1])
+            if token in self._tokens:
+                return False
+            self._tokens.add(token)
+            heapq.heappush(self._expiries, (forget_at, token))
+            return True
 
     def parse_webhook(self, request: Inbound) -> WebhookResult:
         try:

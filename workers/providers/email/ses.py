@@ -5,8 +5,8 @@ Options (providers file, or LIFELINE_SES_<OPTION> for the account named `ses`):
   session_token (LIFELINE_SES_SESSION_TOKEN, for temporary credentials), region
   (LIFELINE_SES_REGION, required), configuration_set (LIFELINE_SES_CONFIGURATION_SET: the set
   whose event destination publishes to SNS), topic_arn (LIFELINE_SES_TOPIC_ARN: the SNS topics,
-  comma-separated, whose messages are accepted; unset accepts any topic with a valid
-  signature), base_url (LIFELINE_SES_BASE_URL, default https://email.<region>.amazonaws.com),
+  comma-separated, whose messages are accepted; required for receiving webhooks, not for
+  sending), base_url (LIFELINE_SES_BASE_URL, default https://email.<region>.amazonaws.com),
   timeout (LIFELINE_SES_TIMEOUT), from (LIFELINE_SES_FROM, else LIFELINE_EMAIL_FROM).
 
 Requests are signed with AWS Signature Version 4 by botocore's signer. The message goes as
@@ -25,8 +25,11 @@ suppressed or unknown address and reports the bounce later.
 Webhook: SNS messages are verified as AWS documents (signature version 1, SHA1withRSA, or 2,
 SHA256withRSA, over the type's fields in order), with the certificate fetched over https only
 from sns.<region>.amazonaws.com(.cn) (any other URL is refused before fetching) and cached per
-URL, then the topic is checked. A certificate that cannot be fetched raises, so the endpoint
-answers 5xx and SNS tries again.
+URL. The topic is checked first, and without topic_arn every webhook is refused: a signature
+only proves that SNS sent the message, and any AWS account can subscribe our endpoint to its own
+topic (SNS signs that SubscriptionConfirmation too), then publish forged reports. A certificate
+that cannot be fetched raises, so the endpoint answers 5xx and SNS tries again. The
+SubscribeURL we are asked to visit must be https on an SNS host, like the certificate URL.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from service.delivery.providers import (
     WebhookResult,
 )
 from service.kit.settings import Settings
-from workers.providers.common import iso_time, mapping_or_empty, our_message_id
+from workers.providers.common import iso_time, mapping_or_empty, our_message_id, setting
 from workers.providers.email.smtp import build_email, wire_bytes
 from workers.providers.http import base_url, call, client_for, excerpt, fail, json_body
 
@@ -114,19 +117,23 @@ def string_to_sign(envelope: Mapping[str, Any]) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-def check_cert_url(url: str) -> None:
-    """Only SNS's own hosts, over https on the default port: a forged message must not make
-    us fetch (or trust) a certificate from anywhere else."""
+def is_sns_url(url: str) -> bool:
+    """https on the default port of one of SNS's own hosts."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
-        raise WebhookRejected("SigningCertURL is not a URL") from None
-    if (
-        parsed.scheme != "https"
-        or parsed.userinfo
-        or parsed.port not in (None, 443)
-        or not SNS_CERT_HOST.fullmatch(parsed.host)
-    ):
+        return False
+    return (
+        parsed.scheme == "https"
+        and not parsed.userinfo
+        and parsed.port in (None, 443)
+        and SNS_CERT_HOST.fullmatch(parsed.host) is not None
+    )
+
+
+def check_cert_url(url: str) -> None:
+    """A forged message must not make us fetch (or trust) a certificate from anywhere else."""
+    if not is_sns_url(url):
         raise WebhookRejected(f"SigningCertURL is not an Amazon SNS certificate URL: {url!r}")
 
 
@@ -153,6 +160,7 @@ class Ses:
         client: httpx.Client,
         configuration_set: str | None = None,
         topic_arns: frozenset[str] = frozenset(),
+        no_topic_reason: str = "webhooks are refused: set option 'topic_arn'",
         fetch_certificate: Callable[[str], bytes] = fetch_over_https,
     ):
         self.name = "ses"
@@ -164,6 +172,7 @@ class Ses:
         self.client = client
         self.configuration_set = configuration_set
         self.topic_arns = topic_arns
+        self.no_topic_reason = no_topic_reason
         self.fetch_certificate = fetch_certificate
         self._keys: dict[str, rsa.RSAPublicKey] = {}
         self._keys_lock = threading.Lock()
@@ -199,6 +208,8 @@ class Ses:
     # --- webhook ---
 
     def verify_webhook(self, request: Inbound) -> None:
+        if not self.topic_arns:
+            raise WebhookRejected(self.no_topic_reason)
         try:
             envelope = request.json()
         except ValueError:
@@ -207,7 +218,7 @@ class Ses:
             raise WebhookRejected("the body is not an SNS message")
         # Checked first so a foreign topic costs no certificate fetch; the signature below
         # then proves the TopicArn was not altered.
-        if self.topic_arns and envelope.get("TopicArn") not in self.topic_arns:
+        if envelope.get("TopicArn") not in self.topic_arns:
             raise WebhookRejected(f"SNS topic {envelope.get('TopicArn')!r} is not accepted")
         canonical = string_to_sign(envelope)
         algorithm = HASHES.get(str(envelope.get("SignatureVersion")))
@@ -247,7 +258,11 @@ class Ses:
         envelope = request.json()
         kind = envelope.get("Type") if isinstance(envelope, dict) else None
         if kind == "SubscriptionConfirmation":
-            return WebhookResult(confirm_url=_text(envelope, "SubscribeURL"))
+            subscribe_url = _text(envelope, "SubscribeURL")
+            # Signed by SNS, but the endpoint will visit it: only ever an SNS host over https.
+            if not is_sns_url(subscribe_url):
+                raise ValueError(f"SubscribeURL is not an Amazon SNS URL: {subscribe_url!r}")
+            return WebhookResult(confirm_url=subscribe_url)
         if kind == "UnsubscribeConfirmation":
             return WebhookResult()
         if kind != "Notification":
@@ -370,6 +385,10 @@ def ses(account: Account, settings: Settings) -> Ses:
         client=client_for(account),
         configuration_set=account.get("configuration_set"),
         topic_arns=topics,
+        no_topic_reason=(
+            f"webhooks are refused: set {setting(account, 'topic_arn')} to the SNS topic ARNs"
+            " (comma-separated) whose messages are accepted"
+        ),
     )
     provider.name = account.name
     return provider

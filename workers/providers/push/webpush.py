@@ -15,8 +15,15 @@ Options (an account named `webpush` reads them from LIFELINE_WEBPUSH_<OPTION>):
   default 2419200 (four weeks, the longest the big push services keep one).
 - `urgency` (LIFELINE_WEBPUSH_URGENCY): very-low, low, normal or high; unset: the service's
   default (normal).
-- `allow_http` (LIFELINE_WEBPUSH_ALLOW_HTTP): accept http:// endpoints; for local tests only,
-  since a real push service is always https. `timeout`.
+- `allow_http` (LIFELINE_WEBPUSH_ALLOW_HTTP): accept http:// endpoints and endpoints on
+  loopback or private addresses; for local tests only, since a real push service is always
+  https on a public address. `timeout`.
+
+Endpoints come from browsers through the devices API, so anyone can register one. Before each
+send the endpoint's host is resolved and the message is refused (permanent) unless every
+address is public (ipaddress is_global): the worker must not POST into our own network. DNS
+can change between that check and the connection, so this stops plain private endpoints, not
+a name rebound in between.
 
 Errors: 404 and 410 are address_gone (the subscription expired or was withdrawn); 429, 5xx and
 timeouts are retryable, honouring Retry-After; 413 (payload too large), other 4xx and a token
@@ -29,7 +36,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,6 +93,8 @@ class WebPush:
 
     def send(self, message: Outgoing) -> Sent:
         endpoint, p256dh, auth = self.subscription(message.to)
+        if not self.allow_http:
+            check_public(endpoint)
         body: bytes = http_ece.encrypt(
             json.dumps(self.payload(message), ensure_ascii=False, separators=(",", ":")).encode(),
             # A fresh sender key per message, as RFC 8291 asks: keys are never reused.
@@ -148,6 +159,28 @@ class WebPush:
             "sub": self.subject,
         }
         return jwt.encode(claims, self.vapid_key, algorithm="ES256")
+
+
+def check_public(endpoint: str) -> None:
+    """Every address the endpoint's host resolves to is public; the reason names the host only,
+    since the rest of the URL identifies the subscriber."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname
+    if not host:
+        raise ProviderError("permanent", "the subscription's endpoint has no host")
+    try:
+        found = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except UnicodeError:
+        raise ProviderError("permanent", "the subscription's endpoint host is malformed") from None
+    except OSError as exc:  # a DNS failure may pass, like any other connection failure
+        raise ProviderError(
+            "retryable", f"could not resolve the push service {host!r}: {exc}"
+        ) from exc
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found}
+    if not addresses or not all(address.is_global for address in addresses):
+        raise ProviderError(
+            "permanent", f"the push service {host!r} is not on a public address: refused"
+        )
 
 
 def _b64(raw: bytes) -> str:

@@ -29,8 +29,11 @@ other code are permanent, with Aliyun's code and message.
 Receipts: Aliyun POSTs a JSON array of SmsReport items to the receiving address set in its
 console, and signs nothing. So the address carries a shared secret,
 {LIFELINE_PUBLIC_URL}/v1/webhooks/{account}?token={webhook_token}, compared in constant time;
-without `webhook_token` every receipt is refused, never accepted unchecked. success true is
-delivered, false is failed with err_code and err_msg. Aliyun wants {"code": 0, ...} back.
+without `webhook_token` every receipt is refused, never accepted unchecked. The token travels
+in the URL's query, so access logs of proxies and load balancers in front of Lifeline may record
+it: keep query strings of that path out of those logs, or rotate the token (in the console and
+here together) if they were kept. success true is delivered, false is failed with err_code
+and err_msg. Aliyun wants {"code": 0, ...} back.
 """
 
 from __future__ import annotations
