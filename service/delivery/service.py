@@ -134,7 +134,7 @@ class Checks:
     """What the checks of a batch of claims look up, read once for the batch."""
 
     addresses: dict[int, str | None]  # by message id: where it would go
-    consent: consent.Snapshot
+    consents: consent.Snapshot
     erased: set[str]  # digests of the batch's addresses that belong to erased people
 
     @classmethod
@@ -146,18 +146,12 @@ class Checks:
         by_channel = [(m.channel, a) for m in messages if (a := addresses[m.id])]
         profiles = [m.profile_id for m in messages if m.profile_id]
         digests = {_digest(address) for _, address in by_channel}
-        erased = (
-            set(
-                session.scalars(
-                    select(ErasedAddress.address_hash).where(
-                        ErasedAddress.address_hash.in_(digests)
-                    )
-                )
-            )
-            if digests
-            else set()
+        erased = select(ErasedAddress.address_hash).where(ErasedAddress.address_hash.in_(digests))
+        return cls(
+            addresses,
+            consent.Snapshot.load(session, profiles, by_channel),
+            set(session.scalars(erased)) if digests else set(),
         )
-        return cls(addresses, consent.Snapshot.load(session, profiles, by_channel), erased)
 
 
 def _skip_reason(session: Session, message: Message, user: User | None) -> str | None:
@@ -199,9 +193,9 @@ def _channel_refusal(
         return "the address belongs to an erased person"
     if user is not None and not message.transactional and not message.to_address:
         topic = _topic(index, message)
-        if reason := checks.consent.may_send(user.id, message.channel, topic):
+        if reason := checks.consents.may_send(user.id, message.channel, topic):
             return reason
-    if reason := checks.consent.suppressed(message.channel, address, message.transactional):
+    if reason := checks.consents.suppressed(message.channel, address, message.transactional):
         return reason
     if user is not None and not message.transactional and not message.to_address:
         if index.policy.caps:
