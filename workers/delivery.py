@@ -10,13 +10,14 @@ import re
 from sqlalchemy import or_, select
 
 from service.delivery import service as delivery
+from service.delivery.accounts import configured_accounts
 from service.delivery.links import secret_key
 from service.delivery.models import Message
 from service.delivery.providers import Provider, ProviderConfigError, ProviderError, Sent
 from service.delivery.service import Claimed, Links, Outcome
 from service.engine.durations import format_duration
 from service.kit.db import unit_of_work, utcnow
-from workers.providers import load_provider
+from workers.providers import build_adapter
 from workers.rate_limits import Throttled
 from workers.runtime import Runtime
 
@@ -30,13 +31,12 @@ def providers(runtime: Runtime) -> dict[str, Provider]:
     'push:*' (any other platform)."""
     settings = runtime.settings
     if runtime.providers is None:
-        loaded = {
-            "email": load_provider(settings.email_provider, settings),
-            "sms": load_provider(settings.sms_provider, settings),
+        accounts = configured_accounts(settings)  # the providers file, read once
+        by_key = {"email": settings.email_provider, "sms": settings.sms_provider}
+        by_key |= {f"push:{p}": name for p, name in settings.push_providers.items()}
+        runtime.providers = {
+            key: build_adapter(accounts[name], settings) for key, name in by_key.items()
         }
-        for platform, name in settings.push_providers.items():
-            loaded[f"push:{platform}"] = load_provider(name, settings)
-        runtime.providers = loaded
     return runtime.providers
 
 

@@ -24,6 +24,7 @@ from service.delivery.reports import apply_reports
 from service.kit import pagination
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work, utcnow
+from service.kit.http import no_user
 from service.kit.state import AppState
 from service.users import service as users
 from service.users.models import User
@@ -289,10 +290,6 @@ def _subscription_state(session: Session, user: User) -> SubscriptionState:
     )
 
 
-def _no_user(user_id: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"no user {user_id!r}")
-
-
 @router.get(
     "/v1/users/{user_id}/subscriptions",
     response_model=SubscriptionState,
@@ -302,7 +299,7 @@ async def get_subscriptions(user_id: str, request: Request) -> SubscriptionState
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await users.get_profile(uow.session, user_id)
         if user is None:
-            raise _no_user(user_id)
+            raise no_user(user_id)
         return await uow.session.run_sync(_subscription_state, user)
 
 
@@ -317,7 +314,7 @@ async def post_subscription(
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await users.get_profile(uow.session, user_id)
         if user is None:
-            raise _no_user(user_id)
+            raise no_user(user_id)
 
         def apply(session: Session) -> SubscriptionState:
             consent.set_subscription(
@@ -514,7 +511,7 @@ async def list_messages(
         if user is not None:
             profile = await users.get_profile(uow.session, user)
             if profile is None:
-                raise _no_user(user)
+                raise no_user(user)
             profile_id = profile.id
         rows = await messages.find(uow.session, profile_id, rule, status, before_id, limit + 1)
     rows, next_cursor = pagination.page(rows, limit, lambda row: row[0].id)

@@ -100,29 +100,26 @@ def text_from_html(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
 
 
-def _address(session: Session, message: Message, user: User | None) -> str | None:
+Destination = tuple[str | None, str | None]  # the address, and for push the device's platform
+
+
+def _destination(session: Session, message: Message, user: User | None) -> Destination:
+    if message.channel == "push":
+        device = select(Device.token, Device.platform).order_by(Device.id.desc()).limit(1)
+        if message.to_address:  # a token from the event: its platform, if registered
+            found = session.execute(device.where(Device.token == message.to_address)).first()
+            return message.to_address, found.platform if found else None
+        if user is None:
+            return None, None
+        found = session.execute(
+            device.where(Device.profile_id == user.id, Device.disabled_at.is_(None))
+        ).first()
+        return (found.token, found.platform) if found else (None, None)
     if message.to_address:
-        return message.to_address
+        return message.to_address, None
     if user is None:
-        return None
-    if message.channel == "email":
-        return user.email
-    if message.channel == "sms":
-        return user.phone
-    token = session.scalar(
-        select(Device.token)
-        .where(Device.profile_id == user.id, Device.disabled_at.is_(None))
-        .order_by(Device.id.desc())
-        .limit(1)
-    )
-    return token
-
-
-def _platform(session: Session, token: str) -> str | None:
-    platform: str | None = session.scalar(
-        select(Device.platform).where(Device.token == token).order_by(Device.id.desc()).limit(1)
-    )
-    return platform
+        return None, None
+    return (user.email if message.channel == "email" else user.phone), None
 
 
 def _digest(address: str) -> str:
@@ -133,22 +130,25 @@ def _digest(address: str) -> str:
 class Checks:
     """What the checks of a batch of claims look up, read once for the batch."""
 
-    addresses: dict[int, str | None]  # by message id: where it would go
+    destinations: dict[int, Destination]  # by message id: where it would go
     consents: consent.Snapshot
     erased: set[str]  # digests of the batch's addresses that belong to erased people
 
     @classmethod
     def load(cls, session: Session, messages: Sequence[Message]) -> Checks:
-        addresses = {
-            m.id: _address(session, m, session.get(User, m.profile_id) if m.profile_id else None)
+        destinations = {
+            m.id: _destination(
+                session, m, session.get(User, m.profile_id) if m.profile_id else None
+            )
             for m in messages
         }
+        addresses = {message_id: address for message_id, (address, _) in destinations.items()}
         by_channel = [(m.channel, a) for m in messages if (a := addresses[m.id])]
         profiles = [m.profile_id for m in messages if m.profile_id]
         digests = {_digest(address) for _, address in by_channel}
         erased = select(ErasedAddress.address_hash).where(ErasedAddress.address_hash.in_(digests))
         return cls(
-            addresses,
+            destinations,
             consent.Snapshot.load(session, profiles, by_channel),
             set(session.scalars(erased)) if digests else set(),
         )
@@ -182,7 +182,7 @@ def _channel_refusal(
     now: dt.datetime,
 ) -> str | None:
     """Why the message cannot go out on its channel now; the rule's next channel may."""
-    address = checks.addresses[message.id]
+    address, _ = checks.destinations[message.id]
     if not address:
         return {
             "email": "no email address",
@@ -319,7 +319,7 @@ def _claim(
             message.send_at = later
             message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
             return None
-    address = checks.addresses[message.id]
+    address, platform = checks.destinations[message.id]
     assert address is not None
     template = index.templates.get(message.template)
     if template is None:
@@ -374,7 +374,7 @@ def _claim(
         content,
         headers,
         idempotency_key=f"lifeline-message-{message.id}",
-        platform=_platform(session, address) if message.channel == "push" else None,
+        platform=platform,
     )
     return Claimed(outgoing, message.attempts)
 

@@ -14,6 +14,7 @@ from service.ingest.models import Event
 from service.kit import pagination
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work
+from service.kit.http import no_user
 from service.kit.state import AppState
 from service.lifecycle.models import StageChange
 from service.users import devices, service
@@ -136,16 +137,12 @@ def _event(event: Event) -> TimelineEvent:
     )
 
 
-def _not_found(user_id: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"no user {user_id!r}")
-
-
 @router.get("/{user_id}", response_model=Profile, summary="A user's profile")
 async def get_user(user_id: str, request: Request) -> Profile:
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
-            raise _not_found(user_id)
+            raise no_user(user_id)
         return _profile(
             user,
             await service.anonymous_ids(uow.session, user.id),
@@ -164,7 +161,7 @@ async def get_user_events(
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
-            raise _not_found(user_id)
+            raise no_user(user_id)
         events = await service.timeline(uow.session, user.id, before_id, limit + 1)
     events, next_cursor = pagination.page(events, limit, lambda e: e.id)
     return Timeline(events=[_event(e) for e in events], next_cursor=next_cursor)
@@ -193,7 +190,7 @@ async def get_user_decisions(
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
-            raise _not_found(user_id)
+            raise no_user(user_id)
         rows = await service.decisions(uow.session, user.id, before_id, limit + 1)
     rows, next_cursor = pagination.page(rows, limit, lambda d: d.id)
     return Decisions(
@@ -295,7 +292,7 @@ async def list_devices(user_id: str, request: Request) -> Devices:
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
-            raise _not_found(user_id)
+            raise no_user(user_id)
         rows = await devices.devices(uow.session, user.id)
     return Devices(userId=user_id, devices=[_device(d) for d in rows])
 
@@ -313,7 +310,7 @@ async def register_device(
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
-            raise _not_found(user_id)
+            raise no_user(user_id)
         if user.erased_at is not None:
             raise HTTPException(status_code=409, detail=f"user {user_id!r} was erased")
         row, created = await devices.register(uow.session, user, device.platform, device.token)
@@ -331,7 +328,7 @@ async def remove_device_by_token(user_id: str, device: DeviceIn, request: Reques
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
-            raise _not_found(user_id)
+            raise no_user(user_id)
         removed = await devices.remove_token(uow.session, user.id, device.platform, device.token)
     if not removed:
         raise HTTPException(status_code=404, detail=f"no such device of user {user_id!r}")
@@ -345,7 +342,7 @@ async def remove_device(user_id: str, device_id: int, request: Request) -> Respo
     async with async_unit_of_work(_state(request).engine) as uow:
         user = await service.get_profile(uow.session, user_id)
         if user is None:
-            raise _not_found(user_id)
+            raise no_user(user_id)
         removed = await devices.remove(uow.session, user.id, device_id)
     if not removed:
         raise HTTPException(status_code=404, detail=f"no device {device_id} of user {user_id!r}")
