@@ -23,6 +23,7 @@ lint: $(BIN)/lifeline
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench: the ingestion benchmark (PostgreSQL + Redis + a real worker)
 bench: bench-ingest

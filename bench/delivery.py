@@ -45,7 +45,7 @@ from tests.test_e2e_processes import (  # noqa: E402
     wait_until,
 )
 from workers import events  # noqa: E402
-from workers.runtime import build_runtime  # noqa: E402
+from workers.actors import build_runtime  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PG = "postgresql://postgres@127.0.0.1:5432"

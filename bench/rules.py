@@ -15,18 +15,18 @@ import datetime as dt
 import statistics
 import time
 
-from service.engine import conditions, model
+from service.engine import conditions, staff_format
 from service.engine.index import RuleIndex
 from service.engine.matching import qualifying
 from service.engine.policy import Policy
-from service.lifecycle.model import Lifecycle
+from service.lifecycle.staff_format import Lifecycle
 
 MATCHING = 5
 EVENT = "Order Completed"
 
 
-def rule(i: int, event: str) -> model.Rule:
-    return model.Rule.model_validate(
+def rule(i: int, event: str) -> staff_format.Rule:
+    return staff_format.Rule.model_validate(
         {
             "id": f"rule-{i}",
             "category": "retention",

@@ -6,15 +6,14 @@ from logging.config import fileConfig
 
 from alembic import context
 
+import service.models  # noqa: F401  (every table on Base.metadata)
 from service.kit.db import Base, create_sync_engine
-from service.kit.models import import_all_models
 from service.kit.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("database_url"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-import_all_models()
 target_metadata = Base.metadata
 
 

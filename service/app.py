@@ -1,12 +1,17 @@
-"""The FastAPI application. With the in-process broker it also runs the worker and scheduler."""
+"""The FastAPI application.
+
+The process that serves it (workers.api) hands it its plumbing: how to enqueue jobs, how to
+check the broker, the rule registry, and any background work to run beside it (the worker and
+scheduler threads of the embedded default). So the service never imports the workers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -19,68 +24,60 @@ from service.delivery.endpoints import links_router
 from service.delivery.endpoints import router as delivery_router
 from service.delivery.webhooks import router as webhooks_router
 from service.engine.endpoints import router as rules_router
+from service.engine.registry import RuleRegistry
 from service.ingest.dispatch import EventDispatcher
 from service.ingest.endpoints import router as ingest_router
 from service.ingest.schemas import InvalidRequest
 from service.ingest.sources import SourceCache
 from service.ingest.writer import event_writer
-from service.kit.db import create_async_db_engine
+from service.kit.db import JobSender, create_async_db_engine
 from service.kit.http import JSON
-from service.kit.logs import configure_logging
-from service.kit.settings import Settings, get_settings
+from service.kit.settings import Settings
 from service.kit.state import AppState
+from service.processing.endpoints import router as erasure_router
 from service.users.endpoints import router as users_router
-from workers.broker import ping
-from workers.runtime import build_runtime
-from workers.scheduler import run_scheduler
-from workers.worker import start_worker
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_WORKER_THREADS = 4
+
+def _nothing() -> None:
+    pass
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app; without settings (uvicorn's factory, one per API worker process) it reads
-    them from the environment and sets up logging itself."""
-    if settings is None:
-        settings = get_settings()
-        configure_logging(settings.log_level)
+@dataclass
+class Plumbing:
+    """What the process serving the API gives it when the app starts (per uvicorn worker)."""
 
+    send_job: JobSender
+    ping_broker: Callable[[], None]
+    rules: RuleRegistry
+    start: Callable[[], None] = _nothing  # background work beside the API, once rules are read
+    stop: Callable[[], None] = _nothing  # stops that work and closes the broker
+
+
+def create_app(settings: Settings, plumbing: Callable[[Settings], Plumbing]) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = build_runtime(settings)
+        pipes = plumbing(settings)
         engine = create_async_db_engine(settings.database_url, settings.db_pool_size)
         app.state.lifeline = AppState(
             settings=settings,
             engine=engine,
             sources=SourceCache(engine, settings.source_cache_seconds),
             writer=await event_writer(engine, settings.database_url, settings.db_pool_size),
-            dispatcher=EventDispatcher(runtime.send_job),
-            ping_broker=lambda: ping(runtime.broker),
-            rules=runtime.rules,
+            dispatcher=EventDispatcher(pipes.send_job),
+            ping_broker=pipes.ping_broker,
+            rules=pipes.rules,
         )
-        await asyncio.to_thread(runtime.rules.reload_if_changed)  # load errors show at start
-        embedded = settings.broker_url.startswith("memory://")
-        stop = threading.Event()
-        if embedded:
-            worker = start_worker(runtime, EMBEDDED_WORKER_THREADS)
-            scheduler = threading.Thread(
-                target=run_scheduler, args=(runtime, stop), name="scheduler", daemon=True
-            )
-            scheduler.start()
-            log.info("embedded mode: worker and scheduler run in this process")
+        await asyncio.to_thread(pipes.rules.reload_if_changed)  # load errors show at start
+        pipes.start()
         try:
             yield
         finally:
             await app.state.lifeline.dispatcher.close()
             await app.state.lifeline.writer.close()
-            if embedded:
-                stop.set()
-                worker.stop()
-                scheduler.join()
+            pipes.stop()
             await engine.dispose()
-            runtime.close()
 
     app = FastAPI(
         title="Lifeline",
@@ -91,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(ingest_router)
     app.include_router(users_router)
+    app.include_router(erasure_router)
     app.include_router(rules_router)
     app.include_router(delivery_router)
     app.include_router(links_router)

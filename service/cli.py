@@ -40,7 +40,7 @@ def _uvicorn(settings: Settings, host: str, port: int, workers: int = 1) -> None
 
     if workers > 1:
         uvicorn.run(
-            "service.app:create_app",
+            "workers.api:create_api",
             factory=True,
             host=host,
             port=port,
@@ -49,10 +49,10 @@ def _uvicorn(settings: Settings, host: str, port: int, workers: int = 1) -> None
             access_log=False,
         )
         return
-    from service.app import create_app
+    from workers.api import create_api
 
     uvicorn.run(
-        create_app(settings),
+        create_api(settings),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
@@ -91,7 +91,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
-    from workers.runtime import build_runtime
+    from workers.actors import build_runtime
     from workers.scheduler import run_scheduler
 
     stop = threading.Event()
@@ -189,19 +189,19 @@ def _rules_check(args: argparse.Namespace, directory: Path) -> int:
 
 
 def _rules_simulate(args: argparse.Namespace, directory: Path) -> int:
-    from service.engine.commands import simulate_command
+    from service.processing.commands import simulate_command
 
     return simulate_command(directory, args.events, args.user, args.start, args.run_for, args.json)
 
 
 def _rules_test(args: argparse.Namespace, directory: Path) -> int:
-    from service.engine.commands import test_command
+    from service.processing.commands import test_command
 
     return test_command(directory)
 
 
 def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
-    from service.engine.commands import explain
+    from service.processing.commands import explain
 
     return _with_session(settings, lambda session: explain(session, args.user_id, args.limit))
 

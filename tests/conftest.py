@@ -26,19 +26,18 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
 
-from service.app import create_app
-from service.ingest.models import Event
+import service.models  # noqa: F401  (every table on Base.metadata)
 from service.ingest.sources import create_source
 from service.kit.db import Base, create_sync_engine, unit_of_work
-from service.kit.models import import_all_models
 from service.kit.settings import Settings
+from service.models import Event
+from workers.api import create_api
 
 PG_ADMIN_URL = os.environ.get("LIFELINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LIFELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ADMIN_TOKEN = "test-admin-token"
 SERVICES_REQUIRED = os.environ.get("LIFELINE_TEST_SERVICES") == "required"
 
-import_all_models()
 HEAD = ScriptDirectory.from_config(
     AlembicConfig(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
 ).get_current_head()
@@ -143,7 +142,7 @@ def write_key(engine: Engine) -> str:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
+    app = create_api(settings)
     async with app.router.lifespan_context(app):
         yield app
 
@@ -207,5 +206,5 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[LiveServer]:
-    with LiveServer(create_app(settings)) as server:
+    with LiveServer(create_api(settings)) as server:
         yield server

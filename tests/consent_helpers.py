@@ -13,11 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from service.delivery.links import LINK_LIFETIME_SECONDS, LinkClaims, sign
-from service.delivery.models import Message, MessageStatusChange, Subscription, Suppression
 from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work, utcnow
-from service.users.models import Device, User
+from service.models import Device, Message, MessageStatusChange, Subscription, Suppression, User
 
 SECRET = b"test-secret-key"  # the `settings` fixture's secret_key
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -10,12 +10,11 @@ import time
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from service.delivery.models import Message, MessageStatusChange
 from service.delivery.providers import Outgoing, Sent
 from service.delivery.service import Claimed, Links, claim
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work
-from service.users.models import User
+from service.models import Message, MessageStatusChange, User
 from tests.engine_helpers import db_messages
 
 LINKS = Links("https://lifeline.example", b"links-test-key")

@@ -16,18 +16,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from service.delivery.models import Message
 from service.engine import due
 from service.engine.index import RuleIndex
 from service.engine.loader import RuleSet, load_rules
 from service.engine.registry import SETTLE_SECONDS
-from service.engine.simulate import Outcome, Result, simulate
-from service.engine.tables import Decision, Journey
-from service.ingest.models import Event, Source
 from service.ingest.schemas import parse_single
 from service.ingest.service import event_rows
 from service.kit.db import unit_of_work
+from service.models import Decision, Event, Journey, Message, Source
 from service.processing.service import process_events
+from service.processing.simulate import Outcome, Result, simulate
 
 START = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)  # a Monday, 10:00 UTC
 

@@ -9,9 +9,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from service.ingest.models import Event
 from service.kit.db import unit_of_work
-from service.users.models import User
+from service.models import Event, User
 
 
 def at(minute: int, day: int = 1) -> str:

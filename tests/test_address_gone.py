@@ -16,7 +16,7 @@ from service.delivery.service import record_result
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from service.users.models import Device
+from service.models import Device
 from tests.consent_helpers import (
     RULES,
     add_device,
@@ -30,8 +30,9 @@ from tests.consent_helpers import (
 )
 from tests.delivery_helpers import FakeProvider, claim_at
 from tests.engine_helpers import write_rules
+from workers.actors import build_runtime
 from workers.delivery import send_message
-from workers.runtime import Runtime, build_runtime
+from workers.runtime import Runtime
 
 PHONE = "+14155550100"
 

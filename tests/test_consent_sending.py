@@ -19,7 +19,7 @@ from service.delivery import consent
 from service.delivery.service import Links, claim
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from service.users.models import User
+from service.models import User
 from tests.conftest import wait_processed
 from tests.consent_helpers import (
     ONE_CLICK,

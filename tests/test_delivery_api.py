@@ -16,10 +16,9 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from service.delivery.links import LINK_LIFETIME_SECONDS, secret_key, verify
-from service.delivery.models import Message
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from service.users.models import Device
+from service.models import Device, Message
 from tests.conftest import wait_processed
 from tests.delivery_helpers import history, profile_id, wait_settled
 from tests.engine_helpers import put, write_rules

@@ -15,7 +15,7 @@ from service.delivery.service import record_result
 from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import async_unit_of_work, create_async_db_engine, unit_of_work
-from service.users.service import erase
+from service.processing.erasure import erase
 from tests.delivery_helpers import (
     LINKS,
     claim_at,

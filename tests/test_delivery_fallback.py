@@ -13,7 +13,7 @@ from service.delivery import consent
 from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work
-from service.users.models import User
+from service.models import User
 from tests.delivery_helpers import claim_at, history, message, minutes, profile_id
 from tests.engine_helpers import (
     EVENTS,

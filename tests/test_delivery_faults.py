@@ -20,7 +20,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from service.delivery.models import SEND_MESSAGE
+from service.kit.jobs import SEND_MESSAGE
 from service.kit.settings import Settings
 from tests.engine_helpers import settled, write_rules
 from tests.process_helpers import Receiver
@@ -36,7 +36,7 @@ from tests.test_e2e_processes import (  # noqa: F401 (fixtures, requested by nam
     wait_until,
 )
 from workers import events
-from workers.runtime import build_runtime
+from workers.actors import build_runtime
 
 SECRET = "faults-webhook-secret"
 RULES = """

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from service.delivery.accounts import load_provider
 from service.delivery.providers import Outgoing
 from service.kit.settings import Settings
-from workers.providers import load_provider
 from workers.providers.local import LocalOutbox
 
 

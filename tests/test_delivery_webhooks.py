@@ -25,13 +25,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from twilio.request_validator import RequestValidator
 
-from service.delivery.models import Message, WebhookEvent
 from service.delivery.providers import Inbound, Report, WebhookRejected, WebhookResult
-from service.engine.tables import RuleVersion
-from service.ingest.models import Event
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from service.users.models import User
+from service.models import Event, Message, RuleVersion, User, WebhookEvent
 from tests.conftest import wait_processed
 from tests.consent_helpers import add_message, add_user, message_row, status_history
 from tests.delivery_helpers import wait_settled

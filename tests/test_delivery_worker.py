@@ -17,8 +17,9 @@ from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from tests.delivery_helpers import LINKS, FakeProvider, message, minutes, profile_id, statuses
 from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
+from workers.actors import build_runtime
 from workers.delivery import redact, send_message, sweep_messages
-from workers.runtime import Runtime, build_runtime
+from workers.runtime import Runtime
 
 RULES = """
 rules:

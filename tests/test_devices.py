@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from service.users.models import Device
+from service.models import Device
 from tests.conftest import wait_processed
 from tests.delivery_helpers import wait_settled
 from tests.engine_helpers import write_rules

@@ -29,11 +29,11 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from service.ingest.service import PROCESS_EVENTS
 from service.kit.db import create_sync_engine
+from service.kit.jobs import PROCESS_EVENTS
 from service.kit.settings import Settings
 from tests.conftest import ADMIN_TOKEN, fresh_postgres_database, require_service
-from workers.runtime import build_runtime
+from workers.actors import build_runtime
 
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

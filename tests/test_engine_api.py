@@ -18,7 +18,7 @@ from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from service.users.models import Device, User
+from service.models import Device, User
 from tests.conftest import events, wait_processed
 from tests.engine_helpers import (
     db_journeys,

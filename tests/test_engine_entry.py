@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.engine import runner
-from service.engine.simulate import Result
+from service.processing.simulate import Result
 from tests.engine_helpers import (
     contactable,
     of,

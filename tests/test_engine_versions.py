@@ -13,11 +13,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from service.engine import model, runner
+from service.engine import runner, staff_format
 from service.engine.index import RuleIndex
 from service.engine.loader import rule_version
-from service.engine.tables import RuleVersion
 from service.kit.db import unit_of_work
+from service.models import RuleVersion
 from tests.engine_helpers import (
     START,
     db_decisions,
@@ -166,5 +166,5 @@ def test_the_stored_version_is_the_rule_exactly(tmp_path: Path, engine: Engine) 
         [stored] = uow.session.scalars(select(RuleVersion))
         definition = stored.definition
     assert (stored.rule_id, stored.version) == ("everything", version_of(rules, "everything"))
-    assert rule_version(model.Rule.model_validate(definition)) == stored.version
+    assert rule_version(staff_format.Rule.model_validate(definition)) == stored.version
     assert journey.rule_version == stored.version

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import select
 
 from service.engine.loader import RuleSet
-from service.engine.simulate import Result, Simulation, read_timeline
 from service.kit.db import unit_of_work
-from service.lifecycle.models import StageChange
+from service.models import StageChange
+from service.processing.simulate import Result, Simulation, read_timeline
 from tests.engine_helpers import (
     START,
     contactable,

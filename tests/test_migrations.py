@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+import service.models  # noqa: F401  (every table on Base.metadata)
 from service.kit.db import Base, create_sync_engine
-from service.kit.models import import_all_models
 from tests.conftest import fresh_postgres_database
 
 ALEMBIC = Path(sys.executable).parent / "alembic"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-import_all_models()
 TABLES = set(Base.metadata.tables)  # every table the models define
 
 

@@ -22,8 +22,19 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
-from service.delivery.accounts import configured_accounts, find_account, read_providers_file
-from service.delivery.providers import Account, Outgoing, Provider, ProviderConfigError
+from service.delivery.accounts import (
+    configured_accounts,
+    find_account,
+    load_provider,
+    read_providers_file,
+)
+from service.delivery.providers import (
+    Account,
+    Outgoing,
+    Provider,
+    ProviderConfigError,
+    build_adapter,
+)
 from service.delivery.service import claim
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
@@ -37,11 +48,11 @@ from tests.consent_helpers import (
 )
 from tests.delivery_helpers import LINKS, FakeProvider, minutes
 from tests.engine_helpers import write_rules
+from workers.actors import build_runtime
 from workers.delivery import provider_for, providers, send_message, sweep_messages
-from workers.providers import build_adapter, load_provider
 from workers.providers.local import LocalOutbox
 from workers.providers.webhook import Webhook
-from workers.runtime import Runtime, build_runtime
+from workers.runtime import Runtime
 
 EMAIL = Outgoing(
     7,

@@ -24,9 +24,9 @@ from service.delivery.providers import (
     ProviderError,
     WebhookReceiver,
     WebhookRejected,
+    build_adapter,
 )
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.sms.aliyun import AliyunSms, aliyun_number, signature, string_to_sign
 
 KEY_ID = "testId"

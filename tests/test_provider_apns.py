@@ -21,9 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from service.delivery.providers import Account, Outgoing, ProviderConfigError, ProviderError
+from service.delivery.providers import (
+    Account,
+    Outgoing,
+    ProviderConfigError,
+    ProviderError,
+    build_adapter,
+)
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.push.apns import Apns
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"

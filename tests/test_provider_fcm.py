@@ -15,9 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from service.delivery.providers import Account, Outgoing, ProviderConfigError, ProviderError
+from service.delivery.providers import (
+    Account,
+    Outgoing,
+    ProviderConfigError,
+    ProviderError,
+    build_adapter,
+)
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.push.fcm import Fcm
 
 PROJECT = "lifeline-demo"

@@ -27,9 +27,9 @@ from service.delivery.providers import (
     ProviderConfigError,
     ProviderError,
     WebhookRejected,
+    build_adapter,
 )
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.email.mailgun import Mailgun
 
 API_KEY = "key-test-0123456789"

@@ -20,9 +20,9 @@ from service.delivery.providers import (
     ProviderConfigError,
     ProviderError,
     WebhookRejected,
+    build_adapter,
 )
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.email.postmark import Postmark
 
 TOKEN = "server-token-0000"

@@ -24,9 +24,9 @@ from service.delivery.providers import (
     ProviderConfigError,
     ProviderError,
     WebhookRejected,
+    build_adapter,
 )
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.email.sendgrid import SendGrid
 
 API_KEY = "SG.test-key"

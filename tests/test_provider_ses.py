@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from service.delivery.accounts import load_provider
 from service.delivery.providers import (
     Account,
     Inbound,
@@ -31,9 +32,9 @@ from service.delivery.providers import (
     ProviderError,
     Report,
     WebhookRejected,
+    build_adapter,
 )
 from service.kit.settings import Settings
-from workers.providers import build_adapter, load_provider
 from workers.providers.email.ses import Ses, ses
 
 KEY_ID = "AKIDEXAMPLE"

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from service.delivery.accounts import load_provider
 from service.delivery.providers import Account, Outgoing, ProviderConfigError, ProviderError
 from service.kit.settings import Settings
-from workers.providers import load_provider
 from workers.providers.email.smtp import Smtp, smtp
 
 UNSUBSCRIBE = "<https://lifeline.example/v1/unsubscribe/" + "t0k3n" * 60 + ">"

@@ -19,9 +19,9 @@ from service.delivery.providers import (
     ProviderError,
     WebhookReceiver,
     WebhookRejected,
+    build_adapter,
 )
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.sms.twilio import Twilio
 
 SID = "AC0123456789abcdef0123456789abcdef"

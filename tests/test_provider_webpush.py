@@ -20,9 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
-from service.delivery.providers import Account, Outgoing, ProviderConfigError, ProviderError
+from service.delivery.providers import (
+    Account,
+    Outgoing,
+    ProviderConfigError,
+    ProviderError,
+    build_adapter,
+)
 from service.kit.settings import Settings
-from workers.providers import build_adapter
 from workers.providers.push.webpush import WebPush
 
 PUSH_PATH = "/wpush/v2/subscription-123"

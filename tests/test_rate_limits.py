@@ -22,9 +22,10 @@ from service.kit.settings import RateLimit, Settings
 from tests.conftest import require_service
 from tests.delivery_helpers import FakeProvider, history, message, profile_id
 from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
+from workers.actors import build_runtime
 from workers.delivery import send_message, sweep_messages
 from workers.rate_limits import SendLimits
-from workers.runtime import Runtime, build_runtime
+from workers.runtime import Runtime
 
 REDIS_URL = os.environ.get("LIFELINE_TEST_RATE_LIMIT_REDIS_URL", "redis://127.0.0.1:6379/11")
 

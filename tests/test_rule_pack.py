@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.engine.loader import load_rules
-from service.engine.ruletests import load_tests, run_test
+from service.processing.ruletests import load_tests, run_test
 
 PACK = Path(__file__).resolve().parent.parent / "rules"
 

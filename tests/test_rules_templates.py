@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.engine.loader import RulesInvalid
-from service.engine.templates import RenderError, Template, load_templates, render
+from service.engine.loader import RulesInvalid, load_template_folder
+from service.engine.templates import RenderError, Template, render
 from tests.rules_helpers import MINIMAL, copy_minimal, errors, write
 
 
@@ -33,7 +33,7 @@ def context(**traits: Any) -> dict[str, Any]:
 
 
 def test_load_templates_of_a_folder() -> None:
-    found = load_templates(MINIMAL / "templates")
+    found = load_template_folder(MINIMAL / "templates")
     assert sorted(found) == ["nudge", "welcome"]
     assert found["nudge"].channels() == ["sms", "push"]
 
@@ -41,7 +41,7 @@ def test_load_templates_of_a_folder() -> None:
 def test_load_templates_raises_with_every_problem(rules: Path) -> None:
     write(rules, "templates/extra.yaml", "sms: {body: '{{ usr }}'}\npush: {title: '{{ x }}'}\n")
     with pytest.raises(RulesInvalid) as raised:
-        load_templates(rules / "templates")
+        load_template_folder(rules / "templates")
     assert [str(e) for e in raised.value.errors] == [
         "rules/templates/extra.yaml:1:17: unknown variable 'usr' (did you mean 'user'?): "
         "templates can use user, event, links, message",
@@ -85,7 +85,7 @@ def test_free_form_traits_locals_and_builtin_properties_are_fine(rules: Path) ->
         {{ user.email.size }} {{ message.id }}
     """
     write(rules, "templates/extra.yaml", text)
-    assert "extra" in load_templates(rules / "templates")
+    assert "extra" in load_template_folder(rules / "templates")
 
 
 def test_field_below_a_plain_value(rules: Path) -> None:
@@ -170,8 +170,8 @@ def test_a_template_needs_a_channel(rules: Path) -> None:
 
 # --- rendering -------------------------------------------------------------------------------
 
-WELCOME = load_templates(MINIMAL / "templates")["welcome"]
-NUDGE = load_templates(MINIMAL / "templates")["nudge"]
+WELCOME = load_template_folder(MINIMAL / "templates")["welcome"]
+NUDGE = load_template_folder(MINIMAL / "templates")["nudge"]
 
 
 def test_render_email_escapes_html_only() -> None:

@@ -19,11 +19,10 @@ from sqlalchemy.engine import Engine
 from service.delivery import endpoints, tracking
 from service.delivery.links import LinkClaims, secret_key
 from service.delivery.links import sign as sign_unsubscribe
-from service.delivery.models import Message
 from service.delivery.tracking import Hit
-from service.engine.model import Track
-from service.ingest.models import Event
+from service.engine.staff_format import Track
 from service.kit.settings import Settings
+from service.models import Event, Message
 from tests.conftest import events, wait_processed
 from tests.delivery_helpers import history, message, wait_settled
 from tests.engine_helpers import put, write_rules

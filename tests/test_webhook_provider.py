@@ -13,9 +13,9 @@ import httpx
 import pytest
 import respx
 
+from service.delivery.accounts import load_provider
 from service.delivery.providers import Outgoing, ProviderError
 from service.kit.settings import Settings
-from workers.providers import load_provider
 from workers.providers.webhook import Webhook
 
 URL = "https://relay.example/lifeline"

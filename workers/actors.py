@@ -1,13 +1,13 @@
-"""Every actor, declared on the runtime's broker. Actors take ids and are idempotent."""
+"""Every actor, declared on a runtime's broker. Actors take ids and are idempotent."""
 
 from __future__ import annotations
 
 import dramatiq
 
-from service.delivery.models import SEND_MESSAGE
-from service.ingest.service import PROCESS_EVENTS
+from service.kit.jobs import PROCESS_EVENTS, SEND_MESSAGE
+from service.kit.settings import Settings
 from workers import delivery, events
-from workers.runtime import Runtime
+from workers.runtime import Runtime, open_runtime
 
 EVENTS_QUEUE = "events"
 MESSAGES_QUEUE = "messages"
@@ -37,3 +37,10 @@ def declare_actors(runtime: Runtime) -> None:
         # these retries cover only crashes before the claim, such as a lost database.
         max_retries=3,
     )(send_message)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """What a process needs to run or send jobs: its runtime, with every actor declared."""
+    runtime = open_runtime(settings)
+    declare_actors(runtime)
+    return runtime

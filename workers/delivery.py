@@ -12,12 +12,17 @@ from sqlalchemy import or_, select
 from service.delivery import service as delivery
 from service.delivery.accounts import configured_accounts
 from service.delivery.links import secret_key
-from service.delivery.models import Message
-from service.delivery.providers import Provider, ProviderConfigError, ProviderError, Sent
+from service.delivery.providers import (
+    Provider,
+    ProviderConfigError,
+    ProviderError,
+    Sent,
+    build_adapter,
+)
 from service.delivery.service import Claimed, Links, Outcome
-from service.engine.durations import format_duration
 from service.kit.db import unit_of_work, utcnow
-from workers.providers import build_adapter
+from service.kit.durations import format_duration
+from service.models import Message
 from workers.rate_limits import Throttled
 from workers.runtime import Runtime
 

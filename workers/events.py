@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from service.ingest.service import PROCESS_EVENTS
 from service.kit.db import unit_of_work, utcnow
+from service.kit.jobs import PROCESS_EVENTS
 from service.processing import service as processing
 from workers.runtime import Runtime
 

@@ -44,11 +44,10 @@ class Runtime:
         self.engine.dispose()
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    from workers.actors import declare_actors
-
+def open_runtime(settings: Settings) -> Runtime:
+    """A runtime with no actors declared yet (workers.actors.build_runtime declares them)."""
     broker = build_broker(settings.broker_url)
-    runtime = Runtime(
+    return Runtime(
         settings=settings,
         engine=create_sync_engine(settings.database_url, settings.db_pool_size),
         broker=broker,
@@ -56,5 +55,3 @@ def build_runtime(settings: Settings) -> Runtime:
         rules=RuleRegistry(settings.rules_dir),
         send_limits=build_send_limits(settings),
     )
-    declare_actors(runtime)
-    return runtime

@@ -12,7 +12,8 @@ import dramatiq
 
 from service.kit.logs import configure_logging
 from service.kit.settings import Settings
-from workers.runtime import Runtime, build_runtime
+from workers.actors import build_runtime
+from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

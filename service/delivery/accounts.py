@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from service.delivery.providers import Account, ProviderConfigError
+from service.delivery.providers import Account, Provider, ProviderConfigError, build_adapter
 from service.kit.settings import Settings
 
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -132,3 +132,9 @@ def find_account(
     if name in accounts:
         return accounts[name]
     return _from_environment(name, os.environ if environ is None else environ)
+
+
+def load_provider(name: str, settings: Settings) -> Provider:
+    """The adapter of the account called `name`."""
+    provider: Provider = build_adapter(find_account(name, settings), settings)
+    return provider

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.delivery.models import Subscription, Suppression
 from service.kit.db import insert_ignoring_conflicts
-from service.users.models import Device, User
+from service.models import Device, Subscription, Suppression, User
 from service.users.profile import normalise_email, normalise_phone
 
 CHANNELS = ("email", "sms", "push")

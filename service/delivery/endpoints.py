@@ -19,15 +19,14 @@ from starlette.background import BackgroundTask
 from service.delivery import consent, messages, pages, preferences, tracking
 from service.delivery.consent import InvalidAddress
 from service.delivery.links import LinkClaims, secret_key, verify
-from service.delivery.models import Message, MessageStatusChange, Subscription, Suppression
-from service.delivery.reports import apply_reports
+from service.delivery.receipts import apply_reports
 from service.kit import pagination
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work, utcnow
 from service.kit.http import no_user
 from service.kit.state import AppState
+from service.models import Message, MessageStatusChange, Subscription, Suppression, User
 from service.users import service as users
-from service.users.models import User
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from service.delivery.models import Message, MessageStatusChange
 from service.delivery.service import set_status
-from service.users.models import User
+from service.models import Message, MessageStatusChange, User
 
 RETRIED = "retried by an operator"
 

@@ -15,9 +15,8 @@ from sqlalchemy.orm import Session
 from service.delivery import consent
 from service.delivery.consent import ALL_TOPICS, CHANNELS, SUPPRESSIBLE, TOPICS
 from service.delivery.links import LinkClaims
-from service.delivery.models import Message
 from service.delivery.service import can_move, set_status
-from service.users.models import User
+from service.models import Message, User
 
 Preferences = dict[tuple[str, str], bool]  # (channel, topic or '*') -> subscribed
 

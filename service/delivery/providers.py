@@ -13,8 +13,13 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
+
+from service.kit.settings import Settings
+
+ENTRY_POINTS = "lifeline.providers"
 
 ErrorKind = Literal["retryable", "permanent", "address_gone"]
 
@@ -161,3 +166,18 @@ class WebhookReceiver(Protocol):
         """The reports in a verified request; raise ValueError for a body that cannot be
         read (answered 400)."""
         ...
+
+
+# --- The registry -----------------------------------------------------------------------------
+
+
+def build_adapter(account: Account, settings: Settings) -> Any:
+    """The adapter for `account`, built by its provider's entry point; it takes its
+    credentials from the account's options. Raises LookupError for an unknown provider and
+    ProviderConfigError for a missing option."""
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+    if account.provider not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise LookupError(f"no provider {account.provider!r} is installed (installed: {known})")
+    factory = found[account.provider].load()
+    return factory(account, settings)

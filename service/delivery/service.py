@@ -21,15 +21,14 @@ from sqlalchemy.orm import Session
 
 from service.delivery import consent, tracking
 from service.delivery.links import LinkClaims, sign
-from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
 from service.delivery.providers import Outgoing, ProviderError, Sent
 from service.engine import program, runner
-from service.engine.durations import format_duration
 from service.engine.index import RuleIndex
-from service.engine.tables import Journey
 from service.engine.templates import RenderError, render
 from service.kit.db import enqueue_id_after_commit, insert_at_commit
-from service.users.models import Device, ErasedAddress, User
+from service.kit.durations import format_duration
+from service.kit.jobs import SEND_MESSAGE
+from service.models import Device, ErasedAddress, Journey, Message, MessageStatusChange, User
 
 # Status only moves forward; these are the ranks of the non-terminal ones.
 PROGRESS = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5}

@@ -12,7 +12,7 @@ cannot be used as an open redirect. Tokens do not expire: a link in a year-old e
 leads where it said. They are signed with a key derived from LIFELINE_SECRET_KEY for this use
 only, so no tracking token is ever a valid unsubscribe token or the other way round.
 
-A hit becomes a delivery report of the account `lifeline` (service.delivery.reports), which
+A hit becomes a delivery report of the account `lifeline` (service.delivery.receipts), which
 moves the status forward and puts "Email Opened" / "Email Link Clicked" on the person's
 timeline. Reports are idempotent by event id: one open per message and one click per message
 and URL, so mail clients that load images again, and people who click a link twice, do not
@@ -32,12 +32,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from service.delivery.models import Message
 from service.delivery.providers import Report
 from service.engine import program, runner
 from service.engine.index import RuleIndex
-from service.engine.model import Track
-from service.engine.tables import Journey
+from service.engine.staff_format import Track
+from service.models import Journey, Message
 
 ACCOUNT = "lifeline"  # the delivery reports' account: Lifeline itself, not a provider
 CLICK_PATH = "/v1/t/c/"

@@ -4,7 +4,7 @@ No admin token: each provider proves itself with its own signature, which the ac
 adapter checks (`WebhookReceiver.verify_webhook`) against the request exactly as the provider
 sent it, at the public URL the provider called (Twilio signs the URL). A request that does
 not verify gets 401 and changes nothing; the reports of one that does are applied in one
-transaction (service.delivery.reports). A report about a message Lifeline does not know is
+transaction (service.delivery.receipts). A report about a message Lifeline does not know is
 accepted: answering an error would only make the provider retry it.
 """
 
@@ -24,12 +24,12 @@ from service.delivery.providers import (
     WebhookReceiver,
     WebhookRejected,
     WebhookResult,
+    build_adapter,
 )
-from service.delivery.reports import apply_reports
+from service.delivery.receipts import apply_reports
 from service.kit.db import async_unit_of_work, utcnow
 from service.kit.http import JSON
 from service.kit.state import AppState
-from workers.providers import build_adapter
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from service.engine import model
+from service.engine import staff_format
 
 MISSING = object()
 
@@ -35,7 +35,7 @@ class Facts:
     user: dict[str, Any]  # user_id, email, phone, timezone, locale, stage, traits, first_seen_at
     properties: dict[str, Any] = field(default_factory=dict)
     event_name: str | None = None
-    count: Callable[[model.EventCount], int] = lambda _spec: 0
+    count: Callable[[staff_format.EventCount], int] = lambda _spec: 0
     first_time: Callable[[], bool] = lambda: False
 
 
@@ -86,20 +86,20 @@ def compare(value: Any, operator: str, operand: Any) -> bool:
 
 
 def evaluate(condition: Any, facts: Facts) -> bool:
-    if isinstance(condition, model.All):
+    if isinstance(condition, staff_format.All):
         return all(evaluate(c, facts) for c in condition.all)
-    if isinstance(condition, model.Any_):
+    if isinstance(condition, staff_format.Any_):
         return any(evaluate(c, facts) for c in condition.any)
-    if isinstance(condition, model.Not):
+    if isinstance(condition, staff_format.Not):
         return not evaluate(condition.not_, facts)
-    if isinstance(condition, model.Comparison):
+    if isinstance(condition, staff_format.Comparison):
         return compare(_subject(condition, facts), condition.operator, condition.operand)
-    if isinstance(condition, model.Count):
+    if isinstance(condition, staff_format.Count):
         [operator] = condition.operators()
         return compare(facts.count(condition.count), operator, getattr(condition, operator))
-    if isinstance(condition, model.FirstTime):
+    if isinstance(condition, staff_format.FirstTime):
         return facts.first_time() == condition.first_time
-    if isinstance(condition, model.FirstSeen):
+    if isinstance(condition, staff_format.FirstSeen):
         first_seen = facts.user.get("first_seen_at")
         if first_seen is None:
             return False
@@ -112,7 +112,7 @@ def evaluate(condition: Any, facts: Facts) -> bool:
     raise TypeError(f"not a condition: {condition!r}")
 
 
-def _subject(condition: model.Comparison, facts: Facts) -> Any:
+def _subject(condition: staff_format.Comparison, facts: Facts) -> Any:
     if condition.property_ is not None:
         return lookup(facts.properties, condition.property_)
     if condition.trait is not None:
@@ -123,19 +123,19 @@ def _subject(condition: model.Comparison, facts: Facts) -> Any:
 
 def needs_history(condition: Any) -> bool:
     """Whether evaluating needs database queries (counts, first time)."""
-    if isinstance(condition, model.All):
+    if isinstance(condition, staff_format.All):
         return any(needs_history(c) for c in condition.all)
-    if isinstance(condition, model.Any_):
+    if isinstance(condition, staff_format.Any_):
         return any(needs_history(c) for c in condition.any)
-    if isinstance(condition, model.Not):
+    if isinstance(condition, staff_format.Not):
         return needs_history(condition.not_)
-    return isinstance(condition, model.Count | model.FirstTime)
+    return isinstance(condition, staff_format.Count | staff_format.FirstTime)
 
 
 Predicate = Callable[[Facts], bool]
 
 
-def _getter(condition: model.Comparison) -> Callable[[Facts], Any]:
+def _getter(condition: staff_format.Comparison) -> Callable[[Facts], Any]:
     if condition.property_ is not None:
         parts = condition.property_.split(".")
         if len(parts) == 1:
@@ -152,16 +152,16 @@ def _getter(condition: model.Comparison) -> Callable[[Facts], Any]:
 
 def compile_condition(condition: Any) -> Predicate:
     """A condition turned into a function once, at load, so each event only runs it."""
-    if isinstance(condition, model.All):
+    if isinstance(condition, staff_format.All):
         parts = [compile_condition(c) for c in condition.all]
         return lambda facts: all(p(facts) for p in parts)
-    if isinstance(condition, model.Any_):
+    if isinstance(condition, staff_format.Any_):
         parts = [compile_condition(c) for c in condition.any]
         return lambda facts: any(p(facts) for p in parts)
-    if isinstance(condition, model.Not):
+    if isinstance(condition, staff_format.Not):
         inner = compile_condition(condition.not_)
         return lambda facts: not inner(facts)
-    if isinstance(condition, model.Comparison):
+    if isinstance(condition, staff_format.Comparison):
         get, operator, operand = _getter(condition), condition.operator, condition.operand
         if operator == "eq":
             return lambda facts: get(facts) == operand

@@ -11,11 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.engine import runner
-from service.engine.durations import format_duration
 from service.engine.index import RuleIndex
-from service.engine.tables import Journey
+from service.kit.durations import format_duration
 from service.lifecycle import service as lifecycle
-from service.users.models import User
+from service.models import Journey, User
 
 
 def due_journey_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:

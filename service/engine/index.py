@@ -8,20 +8,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from service.engine import conditions, model, program
+from service.engine import conditions, program, staff_format
 from service.engine.policy import Policy
 from service.engine.templates import Template
-from service.lifecycle.model import Lifecycle
+from service.kit.events import STAGE_CHANGED
+from service.lifecycle.staff_format import Lifecycle
 
 if TYPE_CHECKING:
     from service.engine.loader import RuleSet
 
-STAGE_CHANGED = "lifecycle.stage_changed"
-
 
 @dataclass(frozen=True)
 class CompiledRule:
-    rule: model.Rule
+    rule: staff_format.Rule
     version: str
     program: list[program.Instruction]
     where: conditions.Predicate | None = None  # the trigger's conditions on its event
@@ -51,7 +50,7 @@ class CompiledRule:
         return False
 
 
-def compile_rule(rule: model.Rule, version: str) -> CompiledRule:
+def compile_rule(rule: staff_format.Rule, version: str) -> CompiledRule:
     where, when = rule.trigger.where, rule.when
     return CompiledRule(
         rule,
@@ -77,7 +76,7 @@ class RuleIndex:
     @classmethod
     def build(
         cls,
-        rules: list[tuple[model.Rule, str]],
+        rules: list[tuple[staff_format.Rule, str]],
         lifecycle: Lifecycle,
         policy: Policy,
         version: str = "",
@@ -141,6 +140,6 @@ class RuleIndex:
         )
 
 
-def _stage_matches(spec: model.StageChange | None, from_stage: str | None, to: str) -> bool:
+def _stage_matches(spec: staff_format.StageChange | None, from_stage: str | None, to: str) -> bool:
     assert spec is not None
     return (spec.to is None or spec.to == to) and (spec.from_ is None or spec.from_ == from_stage)

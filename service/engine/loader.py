@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from service.delivery.models import REPORT_EVENT_NAMES
-from service.engine import model, templates
-from service.engine.model import CHANNELS, Rule, RuleFile, Strict
+from service.engine import staff_format, templates
 from service.engine.policy import Policy
+from service.engine.staff_format import CHANNELS, Rule, RuleFile
 from service.engine.yamlsource import Document, Located, Path_, YamlError, load
-from service.lifecycle.model import Lifecycle
+from service.kit.events import INTERNAL_EVENTS
+from service.kit.staff_format import Strict
+from service.lifecycle.staff_format import Lifecycle
 
 LIFECYCLE_FILE = "lifecycle.yaml"
 POLICY_FILE = "policy.yaml"
@@ -35,7 +36,6 @@ TEMPLATES_DIR = "templates"
 SPECIAL_FILES = (LIFECYCLE_FILE, POLICY_FILE, EVENTS_FILE)
 
 # Events Lifeline itself records; rules may use them without listing them in events.yaml.
-INTERNAL_EVENTS = ("lifecycle.stage_changed", *sorted(REPORT_EVENT_NAMES))
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -312,7 +312,7 @@ class _EventCheck:
 # --- one rule --------------------------------------------------------------------------------
 
 
-_CONDITION: TypeAdapter[Any] = TypeAdapter(model.Condition)
+_CONDITION: TypeAdapter[Any] = TypeAdapter(staff_format.Condition)
 
 
 def _valid(model_type: type[M] | TypeAdapter[Any], data: Any) -> Any:
@@ -369,7 +369,7 @@ class _RuleCheck:
 
     def run(self) -> None:
         rule = self.rule
-        trigger: model.Trigger | None = _valid(model.Trigger, rule.get("trigger"))
+        trigger: staff_format.Trigger | None = _valid(staff_format.Trigger, rule.get("trigger"))
         if trigger is not None:
             self.event(("trigger", "event"), trigger.event)
             if trigger.stage_changed is not None:
@@ -384,7 +384,7 @@ class _RuleCheck:
                     key=True,
                 )
         self.condition(("when",), _valid(_CONDITION, rule["when"]) if "when" in rule else None)
-        goal: model.Goal | None = _valid(model.Goal, rule.get("goal"))
+        goal: staff_format.Goal | None = _valid(staff_format.Goal, rule.get("goal"))
         if goal is not None:
             self.event(("goal", "event"), goal.event)
             self.condition(("goal", "where"), goal.where)
@@ -399,18 +399,18 @@ class _RuleCheck:
         self.steps(("steps",), rule.get("steps"))
 
     def condition(self, path: Path_, condition: Any) -> None:
-        if isinstance(condition, model.All):
+        if isinstance(condition, staff_format.All):
             for i, part in enumerate(condition.all):
                 self.condition((*path, "all", i), part)
-        elif isinstance(condition, model.Any_):
+        elif isinstance(condition, staff_format.Any_):
             for i, part in enumerate(condition.any):
                 self.condition((*path, "any", i), part)
-        elif isinstance(condition, model.Not):
+        elif isinstance(condition, staff_format.Not):
             self.condition((*path, "not"), condition.not_)
-        elif isinstance(condition, model.Count):
+        elif isinstance(condition, staff_format.Count):
             self.event((*path, "count", "event"), condition.count.event)
             self.condition((*path, "count", "where"), condition.count.where)
-        elif isinstance(condition, model.Comparison) and condition.user == "stage":
+        elif isinstance(condition, staff_format.Comparison) and condition.user == "stage":
             operator, operand = condition.operator, condition.operand
             if isinstance(operand, list):
                 for i, item in enumerate(operand):
@@ -429,11 +429,13 @@ class _RuleCheck:
                 return
             kind = _step_kind(step)
             if kind == "send":
-                send: model.SendSpec | None = _valid(model.SendSpec, step["send"])
+                send: staff_format.SendSpec | None = _valid(staff_format.SendSpec, step["send"])
                 if send is not None:
                     self.send((*here, "send"), send)
             elif kind == "wait_for":
-                wait_for: model.WaitForSpec | None = _valid(model.WaitForSpec, step["wait_for"])
+                wait_for: staff_format.WaitForSpec | None = _valid(
+                    staff_format.WaitForSpec, step["wait_for"]
+                )
                 if wait_for is not None:
                     self.event((*here, "wait_for", "event"), wait_for.event)
                     self.condition((*here, "wait_for", "where"), wait_for.where)
@@ -444,7 +446,7 @@ class _RuleCheck:
                 self.steps((*here, "then"), step.get("then"))
                 self.steps((*here, "else"), step.get("else"))
 
-    def send(self, path: Path_, send: model.SendSpec) -> None:
+    def send(self, path: Path_, send: staff_format.SendSpec) -> None:
         seen: set[str] = set()
         for i, channel in enumerate(send.fallback):
             if channel == send.channel:

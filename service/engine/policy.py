@@ -7,7 +7,8 @@ import zoneinfo
 
 from pydantic import Field, field_validator, model_validator
 
-from service.engine.model import Channel, Duration, Strict
+from service.engine.staff_format import Channel
+from service.kit.staff_format import Duration, Strict
 
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 

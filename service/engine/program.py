@@ -9,22 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service.engine import model
+from service.engine import staff_format
 
 
 @dataclass(frozen=True)
 class Send:
-    spec: model.SendSpec
+    spec: staff_format.SendSpec
 
 
 @dataclass(frozen=True)
 class Wait:
-    spec: model.WaitSpec
+    spec: staff_format.WaitSpec
 
 
 @dataclass(frozen=True)
 class WaitFor:
-    spec: model.WaitForSpec
+    spec: staff_format.WaitForSpec
     on_timeout: int  # pc to continue at when the event does not come; pc + 1 when it does
 
 
@@ -61,20 +61,20 @@ def compile_steps(steps: list[Any]) -> list[Instruction]:
 
     def emit(block: list[Any]) -> None:
         for step in block:
-            if isinstance(step, model.Send):
+            if isinstance(step, staff_format.Send):
                 program.append(Send(step.send))
-            elif isinstance(step, model.Wait):
+            elif isinstance(step, staff_format.Wait):
                 program.append(Wait(step.wait))
-            elif isinstance(step, model.Exit):
+            elif isinstance(step, staff_format.Exit):
                 program.append(Exit(step.exit))
-            elif isinstance(step, model.WaitFor):
+            elif isinstance(step, staff_format.WaitFor):
                 at = placeholder()
                 emit(step.on_event)
                 jump = placeholder()
                 program[at] = WaitFor(step.wait_for, on_timeout=len(program))
                 emit(step.on_timeout)
                 program[jump] = Jump(len(program))
-            elif isinstance(step, model.Branch):
+            elif isinstance(step, staff_format.Branch):
                 at = placeholder()
                 emit(step.then)
                 jump = placeholder()

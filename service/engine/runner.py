@@ -18,15 +18,23 @@ from sqlalchemy import event, func, insert, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service.delivery.models import SEND_MESSAGE, Message, MessageStatusChange
-from service.engine import conditions, matching, model, program
-from service.engine.durations import format_duration
-from service.engine.index import STAGE_CHANGED, CompiledRule, RuleIndex, compile_rule
-from service.engine.tables import Decision, Journey, RuleVersion
-from service.ingest.models import Event
+from service.engine import conditions, matching, program, staff_format
+from service.engine.index import CompiledRule, RuleIndex, compile_rule
 from service.kit.db import enqueue_id_after_commit, insert_at_commit, insert_ignoring_conflicts
+from service.kit.durations import format_duration
+from service.kit.events import STAGE_CHANGED
+from service.kit.jobs import SEND_MESSAGE
 from service.lifecycle.service import Change
-from service.users.models import Device, User
+from service.models import (
+    Decision,
+    Device,
+    Event,
+    Journey,
+    Message,
+    MessageStatusChange,
+    RuleVersion,
+    User,
+)
 
 
 @dataclass
@@ -94,7 +102,7 @@ def user_facts(user: User) -> dict[str, Any]:
 
 
 def facts_for(session: Session, user: User, now: dt.datetime, trigger: Trigger) -> conditions.Facts:
-    def count(spec: model.EventCount) -> int:
+    def count(spec: staff_format.EventCount) -> int:
         query = select(Event.properties).where(
             Event.profile_id == user.id, Event.name == spec.event, Event.timestamp <= now
         )
@@ -130,7 +138,7 @@ def _bucket(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _variant(rule: model.Rule, user_id: str) -> str | None:
+def _variant(rule: staff_format.Rule, user_id: str) -> str | None:
     if not rule.variants:
         return None
     point = _bucket(user_id, rule.id, "variant") * sum(v.weight for v in rule.variants)
@@ -296,7 +304,7 @@ def try_enter(
 
 
 def _entry_refusal(
-    session: Session, rule: model.Rule, user: User, key: str, now: dt.datetime
+    session: Session, rule: staff_format.Rule, user: User, key: str, now: dt.datetime
 ) -> str | None:
     # New journeys are flushed when created; only a journey of this rule ended earlier in the
     # transaction needs writing first. Flushing the whole session here instead would write
@@ -319,7 +327,7 @@ def _entry_refusal(
         return None
     if rule.entry == "once":
         return f"entry is once, and the user entered on {last:%Y-%m-%d %H:%M} UTC"
-    assert isinstance(rule.entry, model.Entry)
+    assert isinstance(rule.entry, staff_format.Entry)
     if last > now - rule.entry.once_per:
         return (
             f"entry is once per {format_duration(rule.entry.once_per)}, and the user "
@@ -392,7 +400,9 @@ def rule_for(session: Session, index: RuleIndex, journey: Journey) -> CompiledRu
         )
         if definition is None:
             return None
-        _versions[key] = compile_rule(model.Rule.model_validate(definition), journey.rule_version)
+        _versions[key] = compile_rule(
+            staff_format.Rule.model_validate(definition), journey.rule_version
+        )
     return _versions[key]
 
 
@@ -550,7 +560,9 @@ def _journeys_see(
             advance(session, index, compiled, journey, user, now)
 
 
-def _wait_matches(spec: model.WaitForSpec, journey: Journey, facts: conditions.Facts) -> bool:
+def _wait_matches(
+    spec: staff_format.WaitForSpec, journey: Journey, facts: conditions.Facts
+) -> bool:
     if spec.match is not None:
         expected = conditions.lookup(journey.trigger_properties or {}, spec.match)
         if (
@@ -578,7 +590,9 @@ def _at_local_time(local_now: dt.datetime, hhmm: str, zone: zoneinfo.ZoneInfo) -
     return candidate.replace(tzinfo=zone).astimezone(dt.UTC)
 
 
-def _wake_time(spec: model.WaitSpec, user: User, index: RuleIndex, now: dt.datetime) -> dt.datetime:
+def _wake_time(
+    spec: staff_format.WaitSpec, user: User, index: RuleIndex, now: dt.datetime
+) -> dt.datetime:
     if spec.for_ is not None:
         return now + spec.for_
     assert spec.until is not None
@@ -606,7 +620,7 @@ def quiet_until(channel: str, user: User, index: RuleIndex, now: dt.datetime) ->
 
 
 def _address(
-    session: Session, channel: str, user: User, spec: model.SendSpec, journey: Journey
+    session: Session, channel: str, user: User, spec: staff_format.SendSpec, journey: Journey
 ) -> tuple[str | None, str]:
     """(explicit address or None for the user's own, reason when there is none)."""
     if spec.to is not None:
@@ -654,7 +668,7 @@ def _send(
     compiled: CompiledRule,
     journey: Journey,
     user: User,
-    spec: model.SendSpec,
+    spec: staff_format.SendSpec,
     now: dt.datetime,
 ) -> None:
     rule = compiled.rule

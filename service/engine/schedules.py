@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.engine import runner
 from service.engine.index import CompiledRule, RuleIndex
-from service.engine.tables import ScheduleRun
-from service.users.models import User
+from service.models import ScheduleRun, User
 
 
 def next_fire(cron: str, after: dt.datetime, timezone: str) -> dt.datetime:

@@ -14,10 +14,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.engine.loader import EventCatalog
-from service.engine.model import RuleFile
 from service.engine.policy import Policy
+from service.engine.staff_format import RuleFile
 from service.engine.templates import Template
-from service.lifecycle.model import Lifecycle
+from service.lifecycle.staff_format import Lifecycle
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

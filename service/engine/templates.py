@@ -19,8 +19,9 @@ from liquid import BoundTemplate, Environment, FalsyStrictUndefined
 from liquid.exceptions import LiquidError, UndefinedError
 from pydantic import ConfigDict, Field, model_validator
 
-from service.engine.model import CHANNELS, Strict
+from service.engine.staff_format import CHANNELS
 from service.engine.yamlsource import Document, Located, Path_
+from service.kit.staff_format import Strict
 
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 
@@ -308,10 +309,3 @@ def _did_you_mean(word: str, choices: Any, prefix: str = "") -> str:
 
 def template_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
-
-
-def load_templates(directory: Path) -> dict[str, Template]:
-    """All templates of a folder, checked; raises loader.RulesInvalid listing every problem."""
-    from service.engine.loader import load_template_folder  # the loader builds on this module
-
-    return load_template_folder(directory)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from service.ingest.service import PROCESS_EVENTS
 from service.kit.db import JobSender
+from service.kit.jobs import PROCESS_EVENTS
 
 log = logging.getLogger(__name__)
 

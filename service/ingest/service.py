@@ -8,8 +8,6 @@ from typing import Any
 
 from service.ingest.schemas import BatchEnvelope, Call
 
-PROCESS_EVENTS = "process_events"
-
 
 def corrected_timestamp(
     timestamp: dt.datetime | None, sent_at: dt.datetime | None, received_at: dt.datetime

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from service.ingest.models import Source
 from service.kit.db import utcnow
+from service.models import Source
 
 KEY_PREFIX = "ll_"
 

@@ -18,8 +18,8 @@ from sqlalchemy import column
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.ingest.models import Event
 from service.kit.db import insert_ignoring_conflicts
+from service.models import Event
 
 # Every column an accepted event is written with, and its PostgreSQL array type for unnest().
 COLUMNS: dict[str, str] = {

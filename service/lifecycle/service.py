@@ -13,14 +13,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from service.delivery.models import REPORT_EVENT_NAMES
-from service.engine.durations import format_duration as fmt
-from service.ingest.models import Event
-from service.lifecycle.model import Lifecycle
-from service.lifecycle.models import StageChange
-from service.users.models import User
+from service.kit.durations import format_duration as fmt
+from service.kit.events import REPORT_EVENT_NAMES
+from service.lifecycle.staff_format import Lifecycle
+from service.models import Event, StageChange, User
 
-STAGE_CHANGED = "lifecycle.stage_changed"
 ACTIVITY_TYPES = ("track", "page", "screen")
 
 

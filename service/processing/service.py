@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from service.engine import runner
 from service.engine.index import RuleIndex
-from service.ingest.models import Event
 from service.kit.db import utcnow
 from service.lifecycle import service as lifecycle
+from service.models import Event, User
+from service.processing.merge import merge_profile
 from service.users import service as users
-from service.users.models import User
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _alias(
     previous = profiles.get(previous_id)
     if previous is not None and previous.id != user.id and previous.erased_at is None:
         session.flush()
-        users.merge_profile(session, previous, user)
+        merge_profile(session, previous, user)
         profiles[previous_id] = user
     users.link_anonymous_id(session, previous_id, user, at)
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.kit.db import utcnow
-from service.users.models import Device, User
+from service.models import Device, User
 
 Platform = Literal["ios", "android", "web"]
 MAX_TOKEN = 4096  # the Device.token column

@@ -10,15 +10,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
-from service.ingest.models import Event
 from service.kit import pagination
 from service.kit.auth import require_admin
 from service.kit.db import async_unit_of_work
 from service.kit.http import no_user
 from service.kit.state import AppState
-from service.lifecycle.models import StageChange
+from service.models import Device, Event, StageChange, User
 from service.users import devices, service
-from service.users.models import Device, User
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(require_admin)])
 
@@ -83,12 +81,6 @@ class TimelineEvent(BaseModel):
 class Timeline(BaseModel):
     events: list[TimelineEvent]
     next_cursor: str | None
-
-
-class Erased(BaseModel):
-    userId: str
-    erasedAt: dt.datetime
-    eventsScrubbed: int
 
 
 def _state(request: Request) -> AppState:
@@ -165,14 +157,6 @@ async def get_user_events(
         events = await service.timeline(uow.session, user.id, before_id, limit + 1)
     events, next_cursor = pagination.page(events, limit, lambda e: e.id)
     return Timeline(events=[_event(e) for e in events], next_cursor=next_cursor)
-
-
-@router.delete("/{user_id}", response_model=Erased, summary="Erase a person's personal data")
-async def delete_user(user_id: str, request: Request) -> Erased:
-    async with async_unit_of_work(_state(request).engine) as uow:
-        user, scrubbed = await service.erase(uow.session, user_id)
-    assert user.erased_at is not None
-    return Erased(userId=user.user_id, erasedAt=user.erased_at, eventsScrubbed=scrubbed)
 
 
 @router.get(

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from service.delivery import consent
-from service.delivery.models import Message, Suppression
-from service.engine.tables import Decision, Journey
-from service.ingest.models import Event
-from service.kit.db import Base, insert_ignoring_conflicts, utcnow
-from service.lifecycle.models import StageChange
+from service.kit.db import insert_ignoring_conflicts
+from service.models import (
+    Decision,
+    Event,
+    Identity,
+    StageChange,
+    User,
+)
 from service.users import profile as fields
-from service.users.models import Device, ErasedAddress, Identity, User
 
 
 def lock_profiles(
@@ -96,42 +96,6 @@ def link_anonymous_id(session: Session, anonymous_id: str, user: User, at: dt.da
     )
 
 
-def merge_profile(session: Session, old: User, into: User) -> None:
-    """alias(previousId=old, userId=new) when both have profiles: the new one takes it all."""
-    if old.id == into.id:
-        return
-    # A journey both profiles are on stays with `into`; the old one ends. Then everything that
-    # belongs to the old profile (events, journeys, decisions, messages, ...) moves over.
-    active = select(Journey.rule_id, Journey.journey_key).where(
-        Journey.profile_id == into.id, Journey.ended_at.is_(None)
-    )
-    session.execute(
-        update(Journey)
-        .where(
-            Journey.profile_id == old.id,
-            Journey.ended_at.is_(None),
-            tuple_(Journey.rule_id, Journey.journey_key).in_(active),
-        )
-        .values(ended_at=utcnow(), end_reason=f"profile merged into {into.user_id!r}")
-    )
-    consent.merge_subscriptions(session, old.id, into.id)
-    for table in Base.metadata.sorted_tables:
-        if "profile_id" in table.c:
-            session.execute(
-                update(table).where(table.c.profile_id == old.id).values(profile_id=into.id)
-            )
-    into.traits, into.traits_at = fields.merge_traits(
-        old.traits or {}, old.traits_at, into.traits or {}, into.traits_at or into.last_seen_at
-    )
-    into.first_seen_at = min(into.first_seen_at, old.first_seen_at)
-    into.last_seen_at = max(into.last_seen_at, old.last_seen_at)
-    into.email = into.email or old.email
-    into.phone = into.phone or old.phone
-    into.timezone = into.timezone or old.timezone
-    into.locale = into.locale or old.locale
-    session.delete(old)
-
-
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
@@ -177,57 +141,3 @@ async def decisions(
     if before_id is not None:
         query = query.where(Decision.id < before_id)
     return list(await session.scalars(query.order_by(Decision.id.desc()).limit(limit)))
-
-
-def _address_hash(value: str) -> str:
-    return hashlib.sha256(value.strip().lower().encode()).hexdigest()
-
-
-async def erase(session: AsyncSession, user_id: str) -> tuple[User, int]:
-    """Erase a person's personal data and keep a tombstone; returns it and the events scrubbed.
-
-    The tombstone keeps the userId, linked anonymousIds and hashes of the email and phone, so
-    later events are scrubbed on arrival and the person is never messaged again.
-    """
-    now = utcnow()
-    user = await session.scalar(select(User).where(User.user_id == user_id).with_for_update())
-    if user is None:
-        user = User(user_id=user_id, traits={}, first_seen_at=now, last_seen_at=now)
-        session.add(user)
-        await session.flush()
-    for channel, address in (("email", user.email), ("sms", user.phone)):
-        if address:
-            await session.merge(
-                ErasedAddress(address_hash=_address_hash(address), channel=channel, erased_at=now)
-            )
-            # The hash above stops every send to it; the list must not keep it in clear.
-            await session.execute(
-                delete(Suppression).where(
-                    Suppression.channel == channel,
-                    Suppression.address == address.strip().lower(),
-                )
-            )
-    user.traits, user.traits_at = {}, None
-    user.email = user.phone = user.timezone = user.locale = None
-    user.phone_invalid = False
-    user.erased_at = user.erased_at or now
-    linked = select(Identity.anonymous_id).where(Identity.profile_id == user.id)
-    scrubbed = await session.execute(
-        update(Event)
-        .where(
-            (Event.profile_id == user.id)
-            | (Event.user_id == user_id)
-            | Event.anonymous_id.in_(linked)
-        )
-        .values(properties=None, traits=None, context=None)
-    )
-    # Copies of event properties kept for journeys and messages go too; journeys under way
-    # end when they next wake. Device tokens identify the person's phone or browser: removed.
-    await session.execute(
-        update(Journey).where(Journey.profile_id == user.id).values(trigger_properties=None)
-    )
-    await session.execute(
-        update(Message).where(Message.profile_id == user.id).values(variables=None)
-    )
-    await session.execute(delete(Device).where(Device.profile_id == user.id))
-    return user, scrubbed.rowcount  # type: ignore[attr-defined]

@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.ingest.models import BigId
-from service.kit.db import Base, JSONType, UTCDateTime
+from service.kit.db import Base, BigId, JSONType, UTCDateTime
 
 
 class RuleVersion(Base):

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.engine.durations import parse_duration
 from service.engine.loader import RuleSet, RulesInvalid, load_rules
-from service.engine.simulate import Outcome, TimelineError, simulate
+from service.kit.durations import parse_duration
+from service.processing.simulate import Outcome, TimelineError, simulate
 
 
 def _load(directory: Path) -> RuleSet | None:
@@ -96,7 +96,7 @@ def simulate_command(
 
 
 def test_command(directory: Path) -> int:
-    from service.engine.ruletests import load_tests, run_test
+    from service.processing.ruletests import load_tests, run_test
 
     ruleset = _load(directory)
     if ruleset is None:
@@ -122,8 +122,7 @@ def test_command(directory: Path) -> int:
 def explain(session: Any, user_id: str, limit: int) -> int:
     from sqlalchemy import select
 
-    from service.engine.tables import Decision
-    from service.users.models import User
+    from service.models import Decision, User
 
     user = session.scalar(select(User).where(User.user_id == user_id))
     if user is None:

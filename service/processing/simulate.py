@@ -17,19 +17,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from service.delivery.models import Message
+import service.models  # noqa: F401  (every table on Base.metadata)
 from service.engine import due, schedules
-from service.engine.durations import parse_duration
 from service.engine.index import RuleIndex
 from service.engine.loader import RuleSet
-from service.engine.tables import Decision, Journey
-from service.ingest.models import Event, Source
 from service.ingest.schemas import InvalidRequest, parse_single
 from service.ingest.service import event_rows
 from service.kit.db import Base, create_sync_engine, unit_of_work
-from service.kit.models import import_all_models
+from service.kit.durations import parse_duration
+from service.models import Decision, Device, Event, Journey, Message, Source, User
 from service.processing.service import process_events
-from service.users.models import Device, User
 
 SENT = ("queued", "deferred")
 
@@ -113,7 +110,6 @@ def read_timeline(
 class Simulation:
     def __init__(self, ruleset: RuleSet):
         self.index = RuleIndex.from_ruleset(ruleset)
-        import_all_models()
         self._dir = tempfile.TemporaryDirectory(prefix="lifeline-simulate-")
         self.engine: Engine = create_sync_engine(f"sqlite:///{Path(self._dir.name) / 'sim.db'}")
         Base.metadata.create_all(self.engine)

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import Field, model_validator
 
-from service.engine.model import Duration, Strict
+from service.kit.staff_format import Duration, Strict
 
 ROLES = ("new", "activated", "engaged", "at_risk", "churned", "recalled")
 

@@ -1,3 +1,5 @@
+"""Lifecycle stage changes: who moved from which stage to which, when and why."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -5,8 +7,7 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.ingest.models import BigId
-from service.kit.db import Base, UTCDateTime
+from service.kit.db import Base, BigId, UTCDateTime
 
 
 class StageChange(Base):

@@ -29,14 +29,12 @@ from sqlalchemy.orm import Session
 from service.delivery import consent, preferences, tracking
 from service.delivery.consent import ALL_TOPICS, SUPPRESSIBLE, TOPICS
 from service.delivery.links import LinkClaims
-from service.delivery.models import REPORT_EVENTS, Message, WebhookEvent
 from service.delivery.providers import Report
 from service.delivery.service import can_move, set_status
-from service.engine.tables import RuleVersion
-from service.ingest.models import Event, Source
-from service.ingest.service import PROCESS_EVENTS
 from service.kit.db import enqueue_after_commit, insert_ignoring_conflicts
-from service.users.models import ErasedAddress, User
+from service.kit.events import REPORT_EVENTS
+from service.kit.jobs import PROCESS_EVENTS
+from service.models import ErasedAddress, Event, Message, RuleVersion, Source, User, WebhookEvent
 
 log = logging.getLogger(__name__)
 

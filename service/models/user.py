@@ -1,3 +1,5 @@
+"""Profiles, their identities and devices, and the hashes of erased addresses."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -6,7 +6,6 @@ silently ignored line. The JSON Schema in rules/ is generated from these models.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
@@ -16,7 +15,6 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    PlainSerializer,
     PrivateAttr,
     Tag,
     WithJsonSchema,
@@ -24,21 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from service.engine.durations import format_duration, parse_duration
+from service.kit.staff_format import Duration, Strict
 
 CHANNELS = ("email", "sms", "push")
 Channel = Literal["email", "sms", "push"]
-
-Duration = Annotated[
-    dt.timedelta,
-    # Anything but text is refused: a bare number such as `within: 7` would otherwise be
-    # taken as seconds.
-    BeforeValidator(lambda v: v if isinstance(v, dt.timedelta) else parse_duration(v)),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["30m", "24h", "2d", "1w"]}
-    ),
-]
 
 
 def _percent(value: Any) -> Any:
@@ -55,10 +42,6 @@ Percent = Annotated[
         {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}]}
     ),
 ]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- Conditions ------------------------------------------------------------------------------

@@ -1,15 +1,14 @@
+"""Where events come from (sources and their write keys) and the events themselves."""
+
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.kit.db import Base, JSONType, UTCDateTime
-
-# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+from service.kit.db import Base, BigId, JSONType, UTCDateTime
 
 
 class Source(Base):

@@ -11,10 +11,11 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from service.engine import yamlsource
-from service.engine.durations import format_duration
 from service.engine.loader import RuleSet
-from service.engine.model import Channel, Duration, Strict
-from service.engine.simulate import Outcome, Result, TimelineError, simulate
+from service.engine.staff_format import Channel
+from service.kit.durations import format_duration
+from service.kit.staff_format import Duration, Strict
+from service.processing.simulate import Outcome, Result, TimelineError, simulate
 
 DEFAULT_START = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)  # a Monday, 10:00 UTC
 
