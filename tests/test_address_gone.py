@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from service.delivery.providers import ErrorKind, Outgoing, Provider, ProviderError
+from service.delivery.sending import Providers
 from service.delivery.service import record_result
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work, utcnow
@@ -209,7 +210,7 @@ def test_the_worker_disables_the_device_its_provider_calls_gone(runtime: Runtime
         "sms": FakeProvider("sms"),
         "push:*": push,
     }
-    runtime.providers = providers
+    runtime.providers = Providers(runtime.settings, providers)
     owner = add_user(runtime.engine, "u-1")
     add_device(runtime.engine, owner, "android", "android-token")
     first = add_message(runtime.engine, owner, channel="push", status="queued")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from service.delivery.providers import Provider
+from service.delivery.sending import Providers, redact
 from service.delivery.service import claim
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work, utcnow
@@ -18,7 +19,7 @@ from service.kit.settings import Settings
 from tests.delivery_helpers import LINKS, FakeProvider, message, minutes, profile_id, statuses
 from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
 from workers.actors import build_runtime
-from workers.delivery import redact, send_message, sweep_messages
+from workers.delivery import send_message, sweep_messages
 from workers.runtime import Runtime
 
 RULES = """
@@ -77,7 +78,7 @@ def runtime(settings: Settings, jobs: Jobs, email: FakeProvider) -> Iterator[Run
         "sms": FakeProvider("sms"),
         "push": FakeProvider("push"),
     }
-    runtime.providers = providers
+    runtime.providers = Providers(settings, providers)
     yield runtime
     runtime.close()
 

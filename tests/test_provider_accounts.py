@@ -35,6 +35,7 @@ from service.delivery.providers import (
     ProviderConfigError,
     build_adapter,
 )
+from service.delivery.sending import Providers
 from service.delivery.service import claim
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
@@ -49,7 +50,7 @@ from tests.consent_helpers import (
 from tests.delivery_helpers import LINKS, FakeProvider, minutes
 from tests.engine_helpers import write_rules
 from workers.actors import build_runtime
-from workers.delivery import provider_for, providers, send_message, sweep_messages
+from workers.delivery import send_message, sweep_messages
 from workers.providers.local import LocalOutbox
 from workers.providers.webhook import Webhook
 from workers.runtime import Runtime
@@ -362,7 +363,7 @@ def use(runtime: Runtime, **by_key: FakeProvider) -> None:
     }
     for key, provider in by_key.items():
         loaded[keys.get(key, key.replace("_", ":"))] = provider
-    runtime.providers = loaded
+    runtime.providers = Providers(runtime.settings, loaded)
 
 
 def push_to(engine: Engine, user_id: str, platform: str, at: dt.datetime | None = None) -> int:
@@ -412,16 +413,16 @@ def test_the_providers_are_loaded_per_channel_and_push_platform(settings: Settin
         )
     )
     try:
-        loaded = providers(runtime)
+        loaded = runtime.providers.loaded()
         assert {key: (p.name, p.channel) for key, p in loaded.items()} == {
             "email": ("local-email", "email"),
             "sms": ("local-sms", "sms"),
             "push:ios": ("webhook-push", "push"),
             "push:*": ("local-push", "push"),
         }
-        assert provider_for(runtime, "push", "ios") is loaded["push:ios"]
-        assert provider_for(runtime, "push", "android") is loaded["push:*"]
-        assert provider_for(runtime, "sms", None) is loaded["sms"]
+        assert runtime.providers.route("push", "ios") is loaded["push:ios"]
+        assert runtime.providers.route("push", "android") is loaded["push:*"]
+        assert runtime.providers.route("sms", None) is loaded["sms"]
     finally:
         runtime.close()
 

@@ -17,6 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.delivery.providers import Provider
+from service.delivery.sending import Providers
 from service.kit.db import utcnow
 from service.kit.settings import RateLimit, Settings
 from tests.conftest import require_service
@@ -82,7 +83,7 @@ class Clock:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.offset = dt.timedelta()
         self.frozen = time.time()
-        monkeypatch.setattr("workers.delivery.utcnow", self.now)
+        monkeypatch.setattr("service.delivery.sending.utcnow", self.now)
         monkeypatch.setattr("dramatiq.rate_limits.window.time", self)
 
     def now(self) -> dt.datetime:
@@ -141,7 +142,7 @@ def worker(settings: Settings, provider_name: str, jobs: Jobs) -> Runtime:
         "sms": FakeProvider("sms"),
         "push": FakeProvider("push"),
     }
-    runtime.providers = providers
+    runtime.providers = Providers(settings, providers)
     return runtime
 
 
@@ -154,8 +155,7 @@ def runtimes() -> Iterator[list[Runtime]]:
 
 
 def calls(runtime: Runtime) -> list[int]:
-    assert runtime.providers is not None
-    email = runtime.providers["email"]
+    email = runtime.providers.loaded()["email"]
     assert isinstance(email, FakeProvider)
     return [call.message_id for call in email.calls]
 

@@ -11,25 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import redis
 from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
+from service.delivery.sending import Throttled
 from service.kit.settings import RateLimit, Settings
 
 KEY_PREFIX = "lifeline:send-rate:"
 # Redis unreachable: the message waits rather than risk going over a provider's limit.
 UNCHECKED_WAIT = dt.timedelta(seconds=5)
-
-
-@dataclass(frozen=True)
-class Throttled:
-    """No slot for this call: try again after `wait`."""
-
-    wait: dt.timedelta
-    reason: str
 
 
 class SendLimits:

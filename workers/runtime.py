@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import dramatiq
 from sqlalchemy.engine import Engine
 
-from service.delivery.providers import Provider
+from service.delivery.sending import Providers
 from service.engine.registry import RuleRegistry
-from service.kit.db import JobSender, create_sync_engine
+from service.kit.db import JobSender, SyncUnitOfWork, create_sync_engine, unit_of_work
 from service.kit.settings import Settings
 from workers.broker import build_broker, job_sender
 from workers.rate_limits import SendLimits, build_send_limits
@@ -24,8 +25,12 @@ class Runtime:
     send_job: JobSender
     rules: RuleRegistry
     send_limits: SendLimits
-    providers: dict[str, Provider] | None = None  # by channel, loaded on first send
+    providers: Providers  # the adapters, built on first send
     _send_pool: ThreadPoolExecutor | None = None
+
+    def unit_of_work(self) -> AbstractContextManager[SyncUnitOfWork]:
+        """One transaction; the jobs queued in it go to the broker once it commits."""
+        return unit_of_work(self.engine, self.send_job)
 
     def send_pool(self) -> ThreadPoolExecutor:
         """Threads for provider calls: one job's messages are sent side by side, as a
@@ -54,4 +59,5 @@ def open_runtime(settings: Settings) -> Runtime:
         send_job=job_sender(broker),
         rules=RuleRegistry(settings.rules_dir),
         send_limits=build_send_limits(settings),
+        providers=Providers(settings),
     )

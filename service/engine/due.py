@@ -6,15 +6,21 @@ the user before the journey (the order event processing uses too, so the two nev
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.engine import runner
+from service.engine import runner, schedules
 from service.engine.index import RuleIndex
+from service.kit.db import Transaction
 from service.kit.durations import format_duration
 from service.lifecycle import service as lifecycle
 from service.models import Journey, User
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # due journeys, and due users, woken per tick
 
 
 def due_journey_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:
@@ -70,3 +76,24 @@ def run_user(session: Session, index: RuleIndex, profile_id: int, now: dt.dateti
             )
             runner.try_enter(session, index, compiled, user, now, trigger, budget=None)
     return True
+
+
+def wake_due(transaction: Transaction, index: RuleIndex, now: dt.datetime) -> int:
+    """Wake every due journey and user, each in its own transaction, then fire the scheduled
+    rules that are due; returns how many were handled."""
+    handled = 0
+    with transaction() as uow:
+        journey_ids = due_journey_ids(uow.session, now, BATCH)
+        user_ids = due_user_ids(uow.session, now, BATCH)
+    for journey_id in journey_ids:
+        with transaction() as uow:
+            handled += run_journey(uow.session, index, journey_id, now)
+    for user_id in user_ids:
+        with transaction() as uow:
+            handled += run_user(uow.session, index, user_id, now)
+    if index.on_schedule:
+        with transaction() as uow:
+            handled += schedules.fire_due(uow.session, index, now)
+    if handled:
+        log.info("woke %d due journeys and users", handled)
+    return handled

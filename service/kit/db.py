@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -209,6 +209,12 @@ def unit_of_work(engine: Engine, send_job: JobSender | None = None) -> Iterator[
         with session.begin():
             yield uow
         _send_jobs(_pending_jobs(session), send_job)
+
+
+# How a job's process hands the service its transactions: each call opens one unit of work
+# (service functions that span several transactions, such as sending a group of messages,
+# take one of these instead of an engine).
+Transaction = Callable[[], contextlib.AbstractContextManager[SyncUnitOfWork]]
 
 
 @contextlib.asynccontextmanager

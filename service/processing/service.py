@@ -15,13 +15,17 @@ from sqlalchemy.orm import Session
 
 from service.engine import runner
 from service.engine.index import RuleIndex
-from service.kit.db import utcnow
+from service.kit.db import Transaction, utcnow
+from service.kit.jobs import PROCESS_EVENTS
 from service.lifecycle import service as lifecycle
 from service.models import Event, User
 from service.processing.merge import merge_profile
 from service.users import service as users
 
 log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 1000
+JOB_SIZE = 100  # events per job the sweep hands to the broker
 
 
 def claim_unprocessed(session: Session, event_ids: list[int]) -> list[Event]:
@@ -136,3 +140,57 @@ def unprocessed_event_ids(session: Session, older_than: dt.datetime, limit: int)
     if ids:
         session.execute(update(Event).where(Event.id.in_(ids)).values(enqueued_at=utcnow()))
     return ids
+
+
+# --- Jobs: a group of events, and the sweep -------------------------------------------------
+
+
+class ProcessingFailed(Exception):
+    """Events of a group that could not be processed; they stay unprocessed."""
+
+
+def process_group(transaction: Transaction, event_ids: list[int], rules: RuleIndex | None) -> None:
+    """Process a group of events in one transaction. If the group fails, each event is tried
+    on its own, so one event that cannot be processed does not hold up the others; raises
+    ProcessingFailed naming those that still failed."""
+    try:
+        with transaction() as uow:
+            process_events(uow.session, event_ids, rules)
+        return
+    except Exception:
+        if len(event_ids) == 1:
+            raise
+        log.warning(
+            "processing %d events together failed; trying each on its own",
+            len(event_ids),
+            exc_info=True,
+        )
+    failed = []
+    for event_id in event_ids:
+        try:
+            with transaction() as uow:
+                process_events(uow.session, [event_id], rules)
+        except Exception:
+            log.exception("event %d could not be processed; it stays unprocessed", event_id)
+            failed.append(event_id)
+    if failed:
+        raise ProcessingFailed(f"events {failed} could not be processed; will retry")
+
+
+def sweep_unprocessed(transaction: Transaction, grace_seconds: float) -> int:
+    """Enqueue again the events not processed within `grace_seconds` of being enqueued (the
+    broker lost them, or a crashed worker left them); returns how many. `transaction`'s jobs
+    must go to the broker."""
+    older_than = utcnow() - dt.timedelta(seconds=grace_seconds)
+    total = 0
+    while True:
+        with transaction() as uow:
+            ids = unprocessed_event_ids(uow.session, older_than, SWEEP_BATCH)
+            for start in range(0, len(ids), JOB_SIZE):
+                uow.enqueue(PROCESS_EVENTS, ids[start : start + JOB_SIZE])
+        total += len(ids)
+        if len(ids) < SWEEP_BATCH:
+            break
+    if total:
+        log.warning("re-enqueued %d events not processed within %.0fs", total, grace_seconds)
+    return total
