@@ -18,7 +18,16 @@ from starlette.background import BackgroundTask
 
 from service.delivery import consent, messages, pages, preferences, tracking
 from service.delivery.consent import InvalidAddress
-from service.delivery.links import LinkClaims, secret_key, verify
+from service.delivery.links import (
+    CLICK_PATH,
+    OPEN_PATH,
+    PREFERENCES_PATH,
+    UNSUBSCRIBE_PATH,
+    LinkClaims,
+    preferences_url,
+    secret_key,
+    verify,
+)
 from service.delivery.receipts import apply_reports
 from service.kit import pagination
 from service.kit.auth import require_admin
@@ -98,11 +107,11 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _preferences_url(request: Request, token: str) -> str:
-    return f"{_state(request).settings.public_url}/v1/preferences/{token}"
+    return preferences_url(_state(request).settings.public_url, token)
 
 
 @links_router.get(
-    "/v1/unsubscribe/{token}",
+    UNSUBSCRIBE_PATH,
     response_class=HTMLResponse,
     summary="Asks to confirm an unsubscribe; changes nothing (link scanners fetch URLs)",
 )
@@ -116,7 +125,7 @@ async def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
 
 
 @links_router.post(
-    "/v1/unsubscribe/{token}",
+    UNSUBSCRIBE_PATH,
     response_class=HTMLResponse,
     summary="Unsubscribe: RFC 8058 one-click (List-Unsubscribe=One-Click), or the page's form",
 )
@@ -133,7 +142,7 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
 
 
 @links_router.get(
-    "/v1/preferences/{token}",
+    PREFERENCES_PATH,
     response_class=HTMLResponse,
     summary="The person's subscriptions per channel and topic, as a form",
 )
@@ -149,7 +158,7 @@ async def preferences_page(token: str, request: Request) -> HTMLResponse:
 
 
 @links_router.post(
-    "/v1/preferences/{token}",
+    PREFERENCES_PATH,
     response_class=HTMLResponse,
     summary="Save the preference page's form",
 )
@@ -172,7 +181,7 @@ async def save_preferences(token: str, request: Request) -> HTMLResponse:
 
 
 @links_router.get(
-    "/v1/t/c/{token}",
+    CLICK_PATH,
     summary="A tracked link: records the click and redirects to the URL signed in the token",
     responses={302: {"description": "to the link's URL"}, 400: {"description": "not signed"}},
 )
@@ -190,7 +199,7 @@ async def tracked_click(token: str, request: Request) -> Response:
 
 
 @links_router.get(
-    "/v1/t/o/{token}",
+    OPEN_PATH,
     summary="The invisible image in a tracked email: records the open",
     response_class=Response,
     responses={200: {"content": {"image/gif": {}}}},

@@ -1,4 +1,5 @@
-"""Signed, expiring links for unsubscribing and managing preferences, with no login.
+"""Signed, expiring links for unsubscribing and managing preferences, with no login, and every
+public URL path that Lifeline puts in a message.
 
 A token is base64url(JSON payload) "." base64url(HMAC-SHA256 of the payload). Nothing in it
 is secret; the signature makes it unforgeable, the expiry makes old links stop working.
@@ -21,6 +22,27 @@ from service.kit.settings import Settings
 
 LINK_LIFETIME_SECONDS = 90 * 24 * 3600
 EMBEDDED_SECRET_FILE = Path("lifeline.secret")
+
+UNSUBSCRIBE_PATH = "/v1/unsubscribe/{token}"
+PREFERENCES_PATH = "/v1/preferences/{token}"
+CLICK_PATH = "/v1/t/c/{token}"  # service.delivery.tracking
+OPEN_PATH = "/v1/t/o/{token}"
+
+
+def unsubscribe_url(public_url: str, token: str) -> str:
+    return public_url + UNSUBSCRIBE_PATH.format(token=token)
+
+
+def preferences_url(public_url: str, token: str) -> str:
+    return public_url + PREFERENCES_PATH.format(token=token)
+
+
+def click_url(public_url: str, token: str) -> str:
+    return public_url + CLICK_PATH.format(token=token)
+
+
+def open_url(public_url: str, token: str) -> str:
+    return public_url + OPEN_PATH.format(token=token)
 
 
 class MissingSecret(RuntimeError):

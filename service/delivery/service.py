@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.delivery import consent, tracking
-from service.delivery.links import LinkClaims, sign
+from service.delivery.links import LinkClaims, preferences_url, sign, unsubscribe_url
 from service.delivery.providers import Outgoing, ProviderError, Sent
 from service.engine import program, runner
 from service.engine.index import RuleIndex
@@ -340,8 +340,8 @@ def _claim(
         "user": runner.user_facts(user) if user else {"traits": {}},
         "event": {"name": None, "properties": message.variables or {}},
         "links": {
-            "unsubscribe": f"{links.public_url}/v1/unsubscribe/{token}",
-            "preferences": f"{links.public_url}/v1/preferences/{token}",
+            "unsubscribe": unsubscribe_url(links.public_url, token),
+            "preferences": preferences_url(links.public_url, token),
         },
         "message": {"id": message.id},
     }
@@ -355,7 +355,7 @@ def _claim(
         content.setdefault("text", text_from_html(content.get("html", "")))
         tracking.track_email(session, index, message, content, links.public_url, links.key)
         if not message.transactional and token:
-            unsubscribe = f"{links.public_url}/v1/unsubscribe/{token}"
+            unsubscribe = unsubscribe_url(links.public_url, token)
             headers["List-Unsubscribe"] = (
                 f"<{unsubscribe}>, <mailto:unsubscribe@{_host(links)}?subject={token}>"
             )

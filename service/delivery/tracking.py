@@ -1,9 +1,9 @@
 """Lifeline's own open and click tracking, for emails whose rule asks for it (`track`) and
 whose provider tracks nothing itself.
 
-When a message is claimed, its HTML links go through `{public_url}/v1/t/c/{token}` and an
-invisible image `{public_url}/v1/t/o/{token}` is added before `</body>`. Links to Lifeline's
-own pages (unsubscribe, preferences) stay direct, as do mailto:, tel: and #anchors.
+When a message is claimed, its HTML links go through Lifeline's click URL (links.CLICK_PATH)
+and an invisible image at its open URL (links.OPEN_PATH) is added before `</body>`. Links to
+Lifeline's own pages (unsubscribe, preferences) stay direct, as do mailto:, tel: and #anchors.
 
 A click token is signed and carries the message id and the target URL itself, so the redirect
 depends on nothing that can change after sending (a template edited, a rule set reloaded, a
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from service.delivery.links import click_url, open_url
 from service.delivery.providers import Report
 from service.engine import program, runner
 from service.engine.index import RuleIndex
@@ -39,8 +40,6 @@ from service.engine.staff_format import Track
 from service.models import Journey, Message
 
 ACCOUNT = "lifeline"  # the delivery reports' account: Lifeline itself, not a provider
-CLICK_PATH = "/v1/t/c/"
-OPEN_PATH = "/v1/t/o/"
 # A transparent 1x1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
@@ -110,15 +109,15 @@ def rewrite(markup: str, public_url: str, key: bytes, message_id: int, track: Tr
         url = html.unescape(next(v for v in (quoted, single, bare) if v is not None)).strip()
         if not _WEB.match(url) or url.startswith(own):
             return match.group(0)
-        token = sign(key, Hit(message_id, url))
-        return f'{match.group(1)}"{public_url}{CLICK_PATH}{token}"'
+        tracked = click_url(public_url, sign(key, Hit(message_id, url)))
+        return f'{match.group(1)}"{tracked}"'
 
     if track.clicks:
         markup = _LINK_TAG.sub(lambda tag: _HREF.sub(link, tag.group(0), count=1), markup)
     if track.opens:
-        token = sign(key, Hit(message_id))
+        src = open_url(public_url, sign(key, Hit(message_id)))
         pixel = (
-            f'<img src="{public_url}{OPEN_PATH}{token}" width="1" height="1" alt="" '
+            f'<img src="{src}" width="1" height="1" alt="" '
             'style="display:block;width:1px;height:1px;border:0">'
         )
         ends = list(_BODY_END.finditer(markup))
