@@ -9,8 +9,9 @@ A click token is signed and carries the message id and the target URL itself, so
 depends on nothing that can change after sending (a template edited, a rule set reloaded, a
 person erased, the database down), and a URL that is not the signed one is refused: the link
 cannot be used as an open redirect. Tokens do not expire: a link in a year-old email still
-leads where it said. They are signed with a key derived from LIFELINE_SECRET_KEY for this use
-only, so no tracking token is ever a valid unsubscribe token or the other way round.
+leads where it said. They are itsdangerous URLSafeSerializer tokens signed with a key derived
+from LIFELINE_SECRET_KEY for clicks only or opens only (each its own salt), so no tracking
+token is ever a valid unsubscribe token, nor an open's a click's, or the other way round.
 
 A hit becomes a delivery report of the account `lifeline` (service.delivery.receipts), which
 moves the status forward and puts "Email Opened" / "Email Link Clicked" on the person's
@@ -30,6 +31,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy.orm import Session
 
 from service.delivery.links import click_url, open_url
@@ -40,6 +42,8 @@ from service.engine.staff_format import Track
 from service.models import Journey, Message
 
 ACCOUNT = "lifeline"  # the delivery reports' account: Lifeline itself, not a provider
+CLICK_SALT = "lifeline.tracking.click"
+OPEN_SALT = "lifeline.tracking.open"
 # A transparent 1x1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
@@ -60,33 +64,48 @@ class Hit:
         return "open" if self.url is None else "click"
 
 
-def tracking_key(key: bytes) -> bytes:
-    return hmac.new(key, b"lifeline tracking links", hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def _serializer(key: bytes, click: bool) -> URLSafeSerializer:
+    salt = CLICK_SALT if click else OPEN_SALT
+    return URLSafeSerializer(key, salt=salt, signer_kwargs={"digest_method": hashlib.sha256})
 
 
 def sign(key: bytes, hit: Hit) -> str:
     claims: dict[str, object] = {"m": hit.message_id}
     if hit.url is not None:
         claims["u"] = hit.url
-    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
-    signature = hmac.new(tracking_key(key), payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(signature)}"
+    return _serializer(key, click=hit.url is not None).dumps(claims)
 
 
 def verify(key: bytes, token: str, click: bool) -> Hit | None:
-    """The hit a genuine token stands for (a click's has a URL, an open's none); None for
+    """The hit a genuine token stands for (a click's has a web URL, an open's none); None for
     anything else."""
+    try:
+        claims = _serializer(key, click).loads(token)
+    except BadData:
+        return _verify_legacy(key, token, click)
+    return _of_kind(Hit(claims["m"], claims.get("u")), click)
+
+
+def _of_kind(hit: Hit, click: bool) -> Hit | None:
+    """The hit if it is of the kind asked for: only a web URL is ever a click's target."""
+    if click != (isinstance(hit.url, str) and bool(_WEB.match(hit.url))):
+        return None
+    return hit
+
+
+def _verify_legacy(key: bytes, token: str, click: bool) -> Hit | None:
+    """`verify` for tokens of the format before itsdangerous: base64url(JSON claims) "."
+    base64url(HMAC-SHA256 of the JSON with a key derived for tracking). It exists for the links
+    in emails sent before the change; tracking tokens never expire, so it stays for as long as
+    such an email may still be opened or clicked (tests/legacy_tokens.py mints them)."""
     try:
         payload_text, signature_text = token.split(".", 1)
         payload = base64.urlsafe_b64decode(payload_text + "=" * (-len(payload_text) % 4))
         signature = base64.urlsafe_b64decode(signature_text + "=" * (-len(signature_text) % 4))
     except (ValueError, UnicodeEncodeError):
         return None
-    expected = hmac.new(tracking_key(key), payload, hashlib.sha256).digest()
+    tracking_key = hmac.new(key, b"lifeline tracking links", hashlib.sha256).digest()
+    expected = hmac.new(tracking_key, payload, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, signature):
         return None
     try:
@@ -94,9 +113,7 @@ def verify(key: bytes, token: str, click: bool) -> Hit | None:
         hit = Hit(int(claims["m"]), claims.get("u"))
     except (ValueError, KeyError, TypeError):
         return None
-    if click != (isinstance(hit.url, str) and bool(_WEB.match(hit.url))):
-        return None
-    return hit
+    return _of_kind(hit, click)
 
 
 def rewrite(markup: str, public_url: str, key: bytes, message_id: int, track: Track) -> str:
