@@ -130,7 +130,7 @@ async def test_a_sign_up_sends_one_email_with_one_click_unsubscribe(
 
     # No text in the template: the plain part is made from the HTML, links kept readable.
     assert text_part(parsed) == (
-        "Welcome\nStart here (https://example.com/start).\n"
+        "Welcome\n\nStart here (https://example.com/start).\n\n"
         f"Unsubscribe ({settings.public_url}/v1/unsubscribe/{token})"
     )
     html = parsed.get_body(("html",))

@@ -48,15 +48,16 @@ def test_text_from_html_keeps_lines_and_link_targets() -> None:
       <p>Finish at <a class="b" href="https://shop.example/c?id=1&amp;x=2">your cart</a>.</p>
     </body></html>
     """
-    # Block ends and the markup's own line breaks make at most one blank line between blocks.
+    # Laid out as a browser would: one blank line around headings and paragraphs, none
+    # around a <div> or a list (whose items are bulleted); the markup's own line breaks are
+    # whitespace.
     assert text_from_html(markup) == (
         "Your cart\n"
         "\n"
         "Fish & chips <b>hot</b>\n"
         "\n"
         "Line one\nLine two\nLine three\n"
-        "\n"
-        "First\nSecond\n"
+        "  * First\n  * Second\n"
         "\n"
         "Finish at your cart (https://shop.example/c?id=1&x=2)."
     )

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import html
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from inscriptis import get_text
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
+from inscriptis.model.tag import CustomHtmlTagHandlerMapping
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -90,13 +94,29 @@ def sms_segments(body: str) -> int:
     return 1 if length <= single else math.ceil(length / multi)
 
 
+def _link_start(state: Any, attrs: dict[str, str]) -> None:
+    state.link_target = attrs.get("href", "")
+
+
+def _link_end(state: Any) -> None:
+    if state.link_target:
+        state.tags[-1].write(f" ({state.link_target})")
+
+
+# Browser-like layout (the "strict" profile: no indenting of <div>s), and each link's target
+# after its text, "text (url)", as plain-text emails write them.
+_TEXT_CONFIG = ParserConfig(
+    css=CSS_PROFILES["strict"],
+    custom_html_tag_handler_mapping=CustomHtmlTagHandlerMapping(
+        start_tag_mapping={"a": _link_start}, end_tag_mapping={"a": _link_end}
+    ),
+)
+
+
 def text_from_html(markup: str) -> str:
     """A plain-text part for an email that has only HTML."""
-    text = re.sub(r"(?is)<(script|style).*?</\1>", "", markup)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h[1-6]>|</li>", "\n", text)
-    text = re.sub(r'(?is)<a\s[^>]*href="([^"]*)"[^>]*>(.*?)</a>', r"\2 (\1)", text)
-    text = html.unescape(re.sub(r"<[^>]+>", "", text))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
+    text: str = get_text(markup, _TEXT_CONFIG)
+    return text.strip()
 
 
 Destination = tuple[str | None, str | None]  # the address, and for push the device's platform
