@@ -6,40 +6,51 @@ import logging
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import (
-    AgeLimit,
-    Callbacks,
-    CurrentMessage,
-    Pipelines,
-    Retries,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq.middleware import Retries, TimeLimit
 
 from service.kit.db import JobSender
+from service.kit.logs import job_context
 
 log = logging.getLogger(__name__)
 
 ONE_HOUR_MS = 60 * 60 * 1000
 
 
+class JobLogContext(dramatiq.Middleware):
+    """Puts the actor, the message id and the retry count on every log line written while a
+    job runs (service.kit.logs.job_context), so the lines of one job can be followed."""
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        retries = message.options.get("retries", 0)
+        job_context.set(f"[{message.actor_name} msg={message.message_id} retry={retries}] ")
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        job_context.set("")
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        job_context.set("")
+
+
 def middleware() -> list[dramatiq.Middleware]:
+    """Only middleware that acts on our actors: none has a max_age, callbacks, pipelines or
+    notify_shutdown, so AgeLimit, Callbacks, Pipelines and ShutdownNotifications are left out."""
     return [
-        # Drop messages older than an actor's max_age (unset for ours: the sweeper re-sends
-        # lost work, so an old message is still worth running).
-        AgeLimit(),
+        # First: the "after" hooks run in reverse order, so the other middleware's lines about
+        # a job (a retry given up, say) carry its context too.
+        JobLogContext(),
         # Kill an actor run that exceeds its time limit, so one stuck job cannot hold a thread.
         TimeLimit(time_limit=ONE_HOUR_MS),
-        # Let long actors notice a shutdown.
-        ShutdownNotifications(),
-        # on_success / on_failure callbacks and pipelines, for composed jobs.
-        Callbacks(),
-        Pipelines(),
         # Exponential back-off; each actor states its own max_retries.
         Retries(max_retries=5, min_backoff=1_000, max_backoff=5 * 60 * 1000),
-        # Exposes the message being processed (its id and retry count appear in logs).
-        CurrentMessage(),
     ]
 
 
