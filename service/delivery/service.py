@@ -22,9 +22,11 @@ from sqlalchemy.orm import Session
 from service.delivery import consent, tracking
 from service.delivery.links import LinkClaims, sign
 from service.delivery.providers import Outgoing, ProviderError, Sent
-from service.engine import program, runner
+from service.engine import policy, program
+from service.engine.facts import user_facts
 from service.engine.index import RuleIndex
 from service.engine.templates import RenderError, render
+from service.engine.versions import rule_for
 from service.kit.db import enqueue_id_after_commit, insert_at_commit
 from service.kit.durations import format_duration
 from service.kit.jobs import SEND_MESSAGE
@@ -224,7 +226,7 @@ def _fall_back(
     the step has no channel after this one. Sends to an address from the event (`to:`) have
     no other channel."""
     journey = session.get(Journey, message.journey_id) if message.journey_id else None
-    compiled = runner.rule_for(session, index, journey) if journey else None
+    compiled = rule_for(session, index, journey) if journey else None
     if compiled is None or message.step is None or message.to_address:
         return None
     step = compiled.program[message.step] if message.step < len(compiled.program) else None
@@ -313,7 +315,7 @@ def _claim(
         set_status(session, message, "skipped", now, reason)
         return None
     if user is not None and not message.transactional and not message.to_address:
-        later = runner.quiet_until(message.channel, user, index, now)
+        later = policy.quiet_until(index.policy, message.channel, user, now)
         if later is not None:  # the user's timezone may have changed since it was planned
             message.send_at = later
             message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
@@ -337,7 +339,7 @@ def _claim(
         else ""
     )
     context = {
-        "user": runner.user_facts(user) if user else {"traits": {}},
+        "user": user_facts(user) if user else {"traits": {}},
         "event": {"name": None, "properties": message.variables or {}},
         "links": {
             "unsubscribe": f"{links.public_url}/v1/unsubscribe/{token}",
