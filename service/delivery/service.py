@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.delivery import consent, tracking
@@ -35,7 +35,6 @@ from service.models import Device, ErasedAddress, Journey, Message, MessageStatu
 # Status only moves forward; these are the ranks of the non-terminal ones.
 PROGRESS = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5}
 TERMINAL = {"bounced", "failed", "complained", "unsubscribed", "skipped"}
-DELIVERED_OR_BEYOND = ("sending", "sent", "delivered", "opened", "clicked")
 
 
 def can_move(current: str, new: str) -> bool:
@@ -134,9 +133,12 @@ class Checks:
     destinations: dict[int, Destination]  # by message id: where it would go
     consents: consent.Snapshot
     erased: set[str]  # digests of the batch's addresses that belong to erased people
+    caps: policy.CapCounts  # of the users whose messages the caps apply to
 
     @classmethod
-    def load(cls, session: Session, messages: Sequence[Message]) -> Checks:
+    def load(
+        cls, session: Session, index: RuleIndex, messages: Sequence[Message], now: dt.datetime
+    ) -> Checks:
         destinations = {
             m.id: _destination(
                 session, m, session.get(User, m.profile_id) if m.profile_id else None
@@ -148,10 +150,16 @@ class Checks:
         profiles = [m.profile_id for m in messages if m.profile_id]
         digests = {_digest(address) for _, address in by_channel}
         erased = select(ErasedAddress.address_hash).where(ErasedAddress.address_hash.in_(digests))
+        capped = {
+            m.profile_id
+            for m in messages
+            if m.profile_id and policy.caps_apply(m.transactional, m.to_address)
+        }
         return cls(
             destinations,
             consent.Snapshot.load(session, profiles, by_channel),
             set(session.scalars(erased)) if digests else set(),
+            policy.CapCounts.load(session, index.policy, capped, now, planning=False),
         )
 
 
@@ -175,12 +183,7 @@ def _skip_reason(session: Session, message: Message, user: User | None) -> str |
 
 
 def _channel_refusal(
-    session: Session,
-    index: RuleIndex,
-    message: Message,
-    user: User | None,
-    checks: Checks,
-    now: dt.datetime,
+    index: RuleIndex, message: Message, user: User | None, checks: Checks
 ) -> str | None:
     """Why the message cannot go out on its channel now; the rule's next channel may."""
     address, _ = checks.destinations[message.id]
@@ -198,25 +201,13 @@ def _channel_refusal(
             return reason
     if reason := checks.consents.suppressed(message.channel, address, message.transactional):
         return reason
-    if user is not None and not message.transactional and not message.to_address:
-        if index.policy.caps:
-            session.flush()  # so messages claimed just before, in this batch, count
-        for cap in index.policy.caps:
-            if cap.channel not in (None, message.channel):
-                continue
-            query = select(func.count()).where(
-                Message.profile_id == user.id,
-                Message.id != message.id,
-                Message.to_address.is_(None),
-                Message.status.in_(DELIVERED_OR_BEYOND),
-                Message.status_at > now - cap.per,
-            )
-            if cap.channel is not None:
-                query = query.where(Message.channel == message.channel)
-            if int(session.scalar(query) or 0) >= cap.max:
-                scope = f"{cap.channel} messages" if cap.channel else "messages"
-                return f"frequency cap: {cap.max} {scope} per {format_duration(cap.per)} sent"
-    return None
+    if user is None or not policy.caps_apply(message.transactional, message.to_address):
+        return None
+    cap = checks.caps.reached(user.id, message.channel)
+    if cap is None:
+        return None
+    scope = f"{cap.channel} messages" if cap.channel else "messages"
+    return f"frequency cap: {cap.max} {scope} per {format_duration(cap.per)} sent"
 
 
 def _fall_back(
@@ -292,7 +283,7 @@ def claim_many(
         loaded += session.scalars(select(Journey).where(Journey.id.in_(journey_ids))).all()
     # The status changes are written together at the end, not before each check's query.
     with session.no_autoflush:
-        checks = Checks.load(session, due)
+        checks = Checks.load(session, index, due, now)
         return [claimed for m in due if (claimed := _claim(session, index, links, m, checks, now))]
 
 
@@ -309,13 +300,13 @@ def _claim(
     if reason:
         set_status(session, message, "skipped", now, reason)
         return None
-    if reason := _channel_refusal(session, index, message, user, checks, now):
+    if reason := _channel_refusal(index, message, user, checks):
         if (instead := _fall_back(session, index, message, reason, now)) is not None:
             reason += f"; falling back to {instead.channel} (message {instead.id})"
         set_status(session, message, "skipped", now, reason)
         return None
-    if user is not None and not message.transactional and not message.to_address:
-        later = policy.quiet_until(index.policy, message.channel, user, now)
+    if user is not None and policy.quiet_hours_apply(message.transactional):
+        later = policy.quiet_until(index.policy, message.channel, user.timezone, now)
         if later is not None:  # the user's timezone may have changed since it was planned
             message.send_at = later
             message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
@@ -368,6 +359,8 @@ def _claim(
     if message.channel == "sms":
         detail = f"{sms_segments(content.get('body', ''))} SMS segment(s)"
     set_status(session, message, "sending", now, detail)
+    if message.profile_id and message.to_address is None:
+        checks.caps.went_out(message.profile_id, message.channel)
     outgoing = Outgoing(
         message.id,
         message.channel,

@@ -87,5 +87,5 @@ def _wake_time(
     if spec.for_ is not None:
         return now + spec.for_
     assert spec.until is not None
-    zone = policy.user_zone(index.policy, user)
+    zone = policy.user_zone(index.policy, user.timezone)
     return policy.next_local_time(now.astimezone(zone).replace(tzinfo=None), spec.until, zone)
