@@ -296,21 +296,8 @@ def _claim(
     now: dt.datetime,
 ) -> Claimed | None:
     user = session.get(User, message.profile_id) if message.profile_id else None
-    reason = _skip_reason(session, message, user)
-    if reason:
-        set_status(session, message, "skipped", now, reason)
+    if not _still_goes(session, index, message, user, checks, now):
         return None
-    if reason := _channel_refusal(index, message, user, checks):
-        if (instead := _fall_back(session, index, message, reason, now)) is not None:
-            reason += f"; falling back to {instead.channel} (message {instead.id})"
-        set_status(session, message, "skipped", now, reason)
-        return None
-    if user is not None and policy.quiet_hours_apply(message.transactional):
-        later = policy.quiet_until(index.policy, message.channel, user.timezone, now)
-        if later is not None:  # the user's timezone may have changed since it was planned
-            message.send_at = later
-            message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
-            return None
     address, platform = checks.destinations[message.id]
     assert address is not None
     template = index.templates.get(message.template)
@@ -323,21 +310,8 @@ def _claim(
             f"no template {message.template!r} in the live rule set",
         )
         return None
-    topic = _topic(index, message)
-    token = (
-        sign(links.key, LinkClaims(message.profile_id or 0, message.channel, topic, message.id))
-        if message.profile_id
-        else ""
-    )
-    context = {
-        "user": user_facts(user) if user else {"traits": {}},
-        "event": {"name": None, "properties": message.variables or {}},
-        "links": {
-            "unsubscribe": f"{links.public_url}/v1/unsubscribe/{token}",
-            "preferences": f"{links.public_url}/v1/preferences/{token}",
-        },
-        "message": {"id": message.id},
-    }
+    token = _link_token(index, links, message)
+    context = _render_context(links, message, user, token)
     try:
         content = render(template, message.channel, user.locale if user else None, context)
     except RenderError as exc:
@@ -345,22 +319,8 @@ def _claim(
         return None
     headers: dict[str, str] = {}
     if message.channel == "email":
-        content.setdefault("text", text_from_html(content.get("html", "")))
-        tracking.track_email(session, index, message, content, links.public_url, links.key)
-        if not message.transactional and token:
-            unsubscribe = f"{links.public_url}/v1/unsubscribe/{token}"
-            headers["List-Unsubscribe"] = (
-                f"<{unsubscribe}>, <mailto:unsubscribe@{_host(links)}?subject={token}>"
-            )
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.attempts += 1
-    message.claimed_at = now
-    detail = None
-    if message.channel == "sms":
-        detail = f"{sms_segments(content.get('body', ''))} SMS segment(s)"
-    set_status(session, message, "sending", now, detail)
-    if message.profile_id and message.to_address is None:
-        checks.caps.went_out(message.profile_id, message.channel)
+        headers = _finish_email(session, index, links, message, content, token)
+    _mark_sending(session, message, content, checks, now)
     outgoing = Outgoing(
         message.id,
         message.channel,
@@ -371,6 +331,92 @@ def _claim(
         platform=platform,
     )
     return Claimed(outgoing, message.attempts)
+
+
+def _still_goes(
+    session: Session,
+    index: RuleIndex,
+    message: Message,
+    user: User | None,
+    checks: Checks,
+    now: dt.datetime,
+) -> bool:
+    """Whether the message may go out now. When not, it is skipped (falling back to the step's
+    next channel, if it has one) or, in quiet hours, moved to their end."""
+    reason = _skip_reason(session, message, user)
+    if reason:
+        set_status(session, message, "skipped", now, reason)
+        return False
+    if reason := _channel_refusal(index, message, user, checks):
+        if (instead := _fall_back(session, index, message, reason, now)) is not None:
+            reason += f"; falling back to {instead.channel} (message {instead.id})"
+        set_status(session, message, "skipped", now, reason)
+        return False
+    if user is not None and policy.quiet_hours_apply(message.transactional):
+        later = policy.quiet_until(index.policy, message.channel, user.timezone, now)
+        if later is not None:  # the user's timezone may have changed since it was planned
+            message.send_at = later
+            message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
+            return False
+    return True
+
+
+def _link_token(index: RuleIndex, links: Links, message: Message) -> str:
+    """The signed token of the message's unsubscribe and preferences links ('' without a user)."""
+    if not message.profile_id:
+        return ""
+    topic = _topic(index, message)
+    return sign(links.key, LinkClaims(message.profile_id, message.channel, topic, message.id))
+
+
+def _render_context(
+    links: Links, message: Message, user: User | None, token: str
+) -> dict[str, object]:
+    """What the template sees (templates.VARIABLES)."""
+    return {
+        "user": user_facts(user) if user else {"traits": {}},
+        "event": {"name": None, "properties": message.variables or {}},
+        "links": {
+            "unsubscribe": f"{links.public_url}/v1/unsubscribe/{token}",
+            "preferences": f"{links.public_url}/v1/preferences/{token}",
+        },
+        "message": {"id": message.id},
+    }
+
+
+def _finish_email(
+    session: Session,
+    index: RuleIndex,
+    links: Links,
+    message: Message,
+    content: dict[str, str],
+    token: str,
+) -> dict[str, str]:
+    """A plain-text part where the template has none, open and click tracking, and the
+    one-click unsubscribe headers (not on transactional mail); returns the headers."""
+    content.setdefault("text", text_from_html(content.get("html", "")))
+    tracking.track_email(session, index, message, content, links.public_url, links.key)
+    if message.transactional or not token:
+        return {}
+    unsubscribe = f"{links.public_url}/v1/unsubscribe/{token}"
+    return {
+        "List-Unsubscribe": f"<{unsubscribe}>, <mailto:unsubscribe@{_host(links)}?subject={token}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+def _mark_sending(
+    session: Session, message: Message, content: dict[str, str], checks: Checks, now: dt.datetime
+) -> None:
+    """Claimed: from here a second delivery of the job finds the message taken."""
+    message.attempts += 1
+    message.claimed_at = now
+    detail = None
+    if message.channel == "sms":
+        detail = f"{sms_segments(content.get('body', ''))} SMS segment(s)"
+    set_status(session, message, "sending", now, detail)
+    if message.profile_id and message.to_address is None:  # it counts against the caps now
+        checks.caps.went_out(message.profile_id, message.channel)
 
 
 def _host(links: Links) -> str:

@@ -109,8 +109,15 @@ def try_enter(
     rule = compiled.rule
     if user.erased_at is not None:
         return None
-
-    def refuse(reason: str) -> None:
+    holdout = _bucket(user.user_id, rule.id, "holdout") * 100 < rule.holdout
+    key, reason = _key_or_refusal(session, compiled, user, now, trigger)
+    at_limit = budget is not None and budget.remaining <= 0
+    if reason is None and not holdout and at_limit and compiled.sends_at_once():
+        reason = (
+            f"max_sends_per_event ({index.policy.max_sends_per_event}) already reached "
+            "by rules of higher priority"
+        )
+    if reason is not None:
         record(
             session,
             user,
@@ -120,36 +127,63 @@ def try_enter(
             compiled=compiled,
             event_id=trigger.event_id,
         )
-
-    facts = facts_for(session, user, now, trigger)
-    reason = matching.refusal(compiled, facts)
-    if reason:
-        refuse(reason)
         return None
+    journey = _start(session, compiled, user, now, trigger, key, holdout)
+    if holdout:
+        journey.ended_at, journey.end_reason = now, "holdout"
+        reason = f"{trigger.description}: kept out for measurement ({rule.holdout:g}% holdout)"
+    else:
+        reason = trigger.description + (f", variant {journey.variant}" if journey.variant else "")
+    outcome = "holdout" if holdout else "entered"
+    record(
+        session,
+        user,
+        now,
+        outcome,
+        reason,
+        compiled=compiled,
+        journey=journey,
+        event_id=trigger.event_id,
+    )
+    if not holdout:
+        _advance_and_count_send(session, index, compiled, journey, user, now, budget)
+    return journey
+
+
+def _key_or_refusal(
+    session: Session, compiled: CompiledRule, user: User, now: dt.datetime, trigger: Trigger
+) -> tuple[str, str | None]:
+    """The journey's key (empty for a rule without `key`), and why the user may not enter
+    (None: they may)."""
+    rule = compiled.rule
+    reason = matching.refusal(compiled, facts_for(session, user, now, trigger))
+    if reason:
+        return "", reason
     key = ""
     if rule.key is not None:
         value = conditions.lookup(trigger.properties, rule.key)
         if value is conditions.MISSING or value is None:
-            refuse(f"the event has no {rule.key!r} to key the journey on")
-            return None
+            return "", f"the event has no {rule.key!r} to key the journey on"
         key = str(value)
-    reason = _entry_refusal(session, rule, user, key, now)
-    if reason:
-        refuse(reason)
-        return None
-    holdout = _bucket(user.user_id, rule.id, "holdout") * 100 < rule.holdout
-    at_limit = budget is not None and budget.remaining <= 0
-    if not holdout and at_limit and compiled.sends_at_once():
-        refuse(
-            f"max_sends_per_event ({index.policy.max_sends_per_event}) already reached "
-            "by rules of higher priority"
-        )
-        return None
+    return key, _entry_refusal(session, rule, user, key, now)
+
+
+def _start(
+    session: Session,
+    compiled: CompiledRule,
+    user: User,
+    now: dt.datetime,
+    trigger: Trigger,
+    key: str,
+    holdout: bool,
+) -> Journey:
+    """The new journey, at its first step."""
+    rule = compiled.rule
     save_version(session, compiled, now)
     # Inserted on its own for its id: the batch's pending users and events are written
     # together later, not flushed here one event at a time.
     with session.no_autoflush:
-        journey = session.scalars(
+        return session.scalars(
             insert(Journey).returning(Journey),
             [
                 {
@@ -167,37 +201,24 @@ def try_enter(
                 }
             ],
         ).one()
-    if holdout:
-        journey.ended_at, journey.end_reason = now, "holdout"
-        record(
-            session,
-            user,
-            now,
-            "holdout",
-            f"{trigger.description}: kept out for measurement ({rule.holdout:g}% holdout)",
-            compiled=compiled,
-            journey=journey,
-            event_id=trigger.event_id,
-        )
-        return journey
-    variant = f", variant {journey.variant}" if journey.variant else ""
-    record(
-        session,
-        user,
-        now,
-        "entered",
-        f"{trigger.description}{variant}",
-        compiled=compiled,
-        journey=journey,
-        event_id=trigger.event_id,
-    )
+
+
+def _advance_and_count_send(
+    session: Session,
+    index: RuleIndex,
+    compiled: CompiledRule,
+    journey: Journey,
+    user: User,
+    now: dt.datetime,
+    budget: SendBudget | None,
+) -> None:
+    """Run the new journey's first steps; a message they queue spends the event's budget."""
     advance(session, index, compiled, journey, user, now)
     # The budget counts rules that did send: one whose every channel was refused (no
     # address, a cap) leaves the send to the next rule.
     queued = queued_in_transaction(session, journey.id)
     if budget is not None and compiled.sends_at_once() and queued:
         budget.remaining -= 1
-    return journey
 
 
 def _entry_refusal(
