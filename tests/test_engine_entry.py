@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.engine import runner
+from service.engine import entry
 from service.processing.simulate import Result
 from tests.engine_helpers import (
     contactable,
@@ -128,7 +128,7 @@ rules:
 
 
 def in_holdout(user_id: str, rule_id: str = "winback", percent: float = 30) -> bool:
-    return runner._bucket(user_id, rule_id, "holdout") * 100 < percent
+    return entry._bucket(user_id, rule_id, "holdout") * 100 < percent
 
 
 def test_holdout_keeps_the_same_users_out_and_still_measures_their_goal(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ rules:
 def test_variants_are_weighted_stable_and_send_their_own_template(tmp_path: Path) -> None:
     rules = ruleset(tmp_path, VARIANTS)
     rule = rules.rules[0].rule
-    assigned = {f"user-{i}": runner._variant(rule, f"user-{i}") for i in range(1000)}
+    assigned = {f"user-{i}": entry._variant(rule, f"user-{i}") for i in range(1000)}
     share_a = sum(v == "a" for v in assigned.values()) / 1000
     assert 0.20 <= share_a <= 0.30
 

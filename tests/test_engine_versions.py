@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from service.engine import runner, staff_format
+from service.engine import staff_format, versions
 from service.engine.index import RuleIndex
 from service.engine.loader import rule_version
 from service.kit.db import unit_of_work
@@ -61,7 +61,7 @@ def test_a_journey_finishes_on_its_version_while_new_entries_get_the_new_one(
     old_rules = ruleset(folder, DRIP)
     old = index_of(old_rules)
     sign_up(engine, old, "u-1", START)
-    runner._versions.clear()  # as in a restarted worker: the old version comes from the database
+    versions._versions.clear()  # as in a restarted worker: the old version comes from the database
 
     new_rules = ruleset(folder, DRIP.replace("template: nudge", "template: reminder"))
     new = index_of(new_rules)

@@ -20,15 +20,17 @@ from inscriptis import get_text
 from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
 from inscriptis.model.tag import CustomHtmlTagHandlerMapping
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.delivery import consent, tracking
 from service.delivery.links import LinkClaims, preferences_url, sign, unsubscribe_url
 from service.delivery.providers import Outgoing, ProviderError, Sent
-from service.engine import program, runner
+from service.engine import policy, program
+from service.engine.facts import user_facts
 from service.engine.index import RuleIndex
 from service.engine.templates import RenderError, render
+from service.engine.versions import rule_for
 from service.kit.db import enqueue_id_after_commit, insert_at_commit
 from service.kit.durations import format_duration
 from service.kit.jobs import SEND_MESSAGE
@@ -37,7 +39,6 @@ from service.models import Device, ErasedAddress, Journey, Message, MessageStatu
 # Status only moves forward; these are the ranks of the non-terminal ones.
 PROGRESS = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5}
 TERMINAL = {"bounced", "failed", "complained", "unsubscribed", "skipped"}
-DELIVERED_OR_BEYOND = ("sending", "sent", "delivered", "opened", "clicked")
 
 
 def can_move(current: str, new: str) -> bool:
@@ -152,9 +153,12 @@ class Checks:
     destinations: dict[int, Destination]  # by message id: where it would go
     consents: consent.Snapshot
     erased: set[str]  # digests of the batch's addresses that belong to erased people
+    caps: policy.CapCounts  # of the users whose messages the caps apply to
 
     @classmethod
-    def load(cls, session: Session, messages: Sequence[Message]) -> Checks:
+    def load(
+        cls, session: Session, index: RuleIndex, messages: Sequence[Message], now: dt.datetime
+    ) -> Checks:
         destinations = {
             m.id: _destination(
                 session, m, session.get(User, m.profile_id) if m.profile_id else None
@@ -166,10 +170,16 @@ class Checks:
         profiles = [m.profile_id for m in messages if m.profile_id]
         digests = {_digest(address) for _, address in by_channel}
         erased = select(ErasedAddress.address_hash).where(ErasedAddress.address_hash.in_(digests))
+        capped = {
+            m.profile_id
+            for m in messages
+            if m.profile_id and policy.caps_apply(m.transactional, m.to_address)
+        }
         return cls(
             destinations,
             consent.Snapshot.load(session, profiles, by_channel),
             set(session.scalars(erased)) if digests else set(),
+            policy.CapCounts.load(session, index.policy, capped, now, planning=False),
         )
 
 
@@ -193,12 +203,7 @@ def _skip_reason(session: Session, message: Message, user: User | None) -> str |
 
 
 def _channel_refusal(
-    session: Session,
-    index: RuleIndex,
-    message: Message,
-    user: User | None,
-    checks: Checks,
-    now: dt.datetime,
+    index: RuleIndex, message: Message, user: User | None, checks: Checks
 ) -> str | None:
     """Why the message cannot go out on its channel now; the rule's next channel may."""
     address, _ = checks.destinations[message.id]
@@ -216,25 +221,13 @@ def _channel_refusal(
             return reason
     if reason := checks.consents.suppressed(message.channel, address, message.transactional):
         return reason
-    if user is not None and not message.transactional and not message.to_address:
-        if index.policy.caps:
-            session.flush()  # so messages claimed just before, in this batch, count
-        for cap in index.policy.caps:
-            if cap.channel not in (None, message.channel):
-                continue
-            query = select(func.count()).where(
-                Message.profile_id == user.id,
-                Message.id != message.id,
-                Message.to_address.is_(None),
-                Message.status.in_(DELIVERED_OR_BEYOND),
-                Message.status_at > now - cap.per,
-            )
-            if cap.channel is not None:
-                query = query.where(Message.channel == message.channel)
-            if int(session.scalar(query) or 0) >= cap.max:
-                scope = f"{cap.channel} messages" if cap.channel else "messages"
-                return f"frequency cap: {cap.max} {scope} per {format_duration(cap.per)} sent"
-    return None
+    if user is None or not policy.caps_apply(message.transactional, message.to_address):
+        return None
+    cap = checks.caps.reached(user.id, message.channel)
+    if cap is None:
+        return None
+    scope = f"{cap.channel} messages" if cap.channel else "messages"
+    return f"frequency cap: {cap.max} {scope} per {format_duration(cap.per)} sent"
 
 
 def _fall_back(
@@ -244,7 +237,7 @@ def _fall_back(
     the step has no channel after this one. Sends to an address from the event (`to:`) have
     no other channel."""
     journey = session.get(Journey, message.journey_id) if message.journey_id else None
-    compiled = runner.rule_for(session, index, journey) if journey else None
+    compiled = rule_for(session, index, journey) if journey else None
     if compiled is None or message.step is None or message.to_address:
         return None
     step = compiled.program[message.step] if message.step < len(compiled.program) else None
@@ -310,7 +303,7 @@ def claim_many(
         loaded += session.scalars(select(Journey).where(Journey.id.in_(journey_ids))).all()
     # The status changes are written together at the end, not before each check's query.
     with session.no_autoflush:
-        checks = Checks.load(session, due)
+        checks = Checks.load(session, index, due, now)
         return [claimed for m in due if (claimed := _claim(session, index, links, m, checks, now))]
 
 
@@ -323,21 +316,8 @@ def _claim(
     now: dt.datetime,
 ) -> Claimed | None:
     user = session.get(User, message.profile_id) if message.profile_id else None
-    reason = _skip_reason(session, message, user)
-    if reason:
-        set_status(session, message, "skipped", now, reason)
+    if not _still_goes(session, index, message, user, checks, now):
         return None
-    if reason := _channel_refusal(session, index, message, user, checks, now):
-        if (instead := _fall_back(session, index, message, reason, now)) is not None:
-            reason += f"; falling back to {instead.channel} (message {instead.id})"
-        set_status(session, message, "skipped", now, reason)
-        return None
-    if user is not None and not message.transactional and not message.to_address:
-        later = runner.quiet_until(message.channel, user, index, now)
-        if later is not None:  # the user's timezone may have changed since it was planned
-            message.send_at = later
-            message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
-            return None
     address, platform = checks.destinations[message.id]
     assert address is not None
     template = index.templates.get(message.template)
@@ -350,21 +330,8 @@ def _claim(
             f"no template {message.template!r} in the live rule set",
         )
         return None
-    topic = _topic(index, message)
-    token = (
-        sign(links.key, LinkClaims(message.profile_id or 0, message.channel, topic, message.id))
-        if message.profile_id
-        else ""
-    )
-    context = {
-        "user": runner.user_facts(user) if user else {"traits": {}},
-        "event": {"name": None, "properties": message.variables or {}},
-        "links": {
-            "unsubscribe": unsubscribe_url(links.public_url, token),
-            "preferences": preferences_url(links.public_url, token),
-        },
-        "message": {"id": message.id},
-    }
+    token = _link_token(index, links, message)
+    context = _render_context(links, message, user, token)
     try:
         content = render(template, message.channel, user.locale if user else None, context)
     except RenderError as exc:
@@ -372,20 +339,8 @@ def _claim(
         return None
     headers: dict[str, str] = {}
     if message.channel == "email":
-        content.setdefault("text", text_from_html(content.get("html", "")))
-        tracking.track_email(session, index, message, content, links.public_url, links.key)
-        if not message.transactional and token:
-            unsubscribe = unsubscribe_url(links.public_url, token)
-            headers["List-Unsubscribe"] = (
-                f"<{unsubscribe}>, <mailto:unsubscribe@{_host(links)}?subject={token}>"
-            )
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.attempts += 1
-    message.claimed_at = now
-    detail = None
-    if message.channel == "sms":
-        detail = f"{sms_segments(content.get('body', ''))} SMS segment(s)"
-    set_status(session, message, "sending", now, detail)
+        headers = _finish_email(session, index, links, message, content, token)
+    _mark_sending(session, message, content, checks, now)
     outgoing = Outgoing(
         message.id,
         message.channel,
@@ -396,6 +351,92 @@ def _claim(
         platform=platform,
     )
     return Claimed(outgoing, message.attempts)
+
+
+def _still_goes(
+    session: Session,
+    index: RuleIndex,
+    message: Message,
+    user: User | None,
+    checks: Checks,
+    now: dt.datetime,
+) -> bool:
+    """Whether the message may go out now. When not, it is skipped (falling back to the step's
+    next channel, if it has one) or, in quiet hours, moved to their end."""
+    reason = _skip_reason(session, message, user)
+    if reason:
+        set_status(session, message, "skipped", now, reason)
+        return False
+    if reason := _channel_refusal(index, message, user, checks):
+        if (instead := _fall_back(session, index, message, reason, now)) is not None:
+            reason += f"; falling back to {instead.channel} (message {instead.id})"
+        set_status(session, message, "skipped", now, reason)
+        return False
+    if user is not None and policy.quiet_hours_apply(message.transactional):
+        later = policy.quiet_until(index.policy, message.channel, user.timezone, now)
+        if later is not None:  # the user's timezone may have changed since it was planned
+            message.send_at = later
+            message.status_reason = f"quiet hours: sends at {later:%Y-%m-%d %H:%M} UTC"
+            return False
+    return True
+
+
+def _link_token(index: RuleIndex, links: Links, message: Message) -> str:
+    """The signed token of the message's unsubscribe and preferences links ('' without a user)."""
+    if not message.profile_id:
+        return ""
+    topic = _topic(index, message)
+    return sign(links.key, LinkClaims(message.profile_id, message.channel, topic, message.id))
+
+
+def _render_context(
+    links: Links, message: Message, user: User | None, token: str
+) -> dict[str, object]:
+    """What the template sees (templates.VARIABLES)."""
+    return {
+        "user": user_facts(user) if user else {"traits": {}},
+        "event": {"name": None, "properties": message.variables or {}},
+        "links": {
+            "unsubscribe": unsubscribe_url(links.public_url, token),
+            "preferences": preferences_url(links.public_url, token),
+        },
+        "message": {"id": message.id},
+    }
+
+
+def _finish_email(
+    session: Session,
+    index: RuleIndex,
+    links: Links,
+    message: Message,
+    content: dict[str, str],
+    token: str,
+) -> dict[str, str]:
+    """A plain-text part where the template has none, open and click tracking, and the
+    one-click unsubscribe headers (not on transactional mail); returns the headers."""
+    content.setdefault("text", text_from_html(content.get("html", "")))
+    tracking.track_email(session, index, message, content, links.public_url, links.key)
+    if message.transactional or not token:
+        return {}
+    unsubscribe = unsubscribe_url(links.public_url, token)
+    return {
+        "List-Unsubscribe": f"<{unsubscribe}>, <mailto:unsubscribe@{_host(links)}?subject={token}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+def _mark_sending(
+    session: Session, message: Message, content: dict[str, str], checks: Checks, now: dt.datetime
+) -> None:
+    """Claimed: from here a second delivery of the job finds the message taken."""
+    message.attempts += 1
+    message.claimed_at = now
+    detail = None
+    if message.channel == "sms":
+        detail = f"{sms_segments(content.get('body', ''))} SMS segment(s)"
+    set_status(session, message, "sending", now, detail)
+    if message.profile_id and message.to_address is None:  # it counts against the caps now
+        checks.caps.went_out(message.profile_id, message.channel)
 
 
 def _host(links: Links) -> str:

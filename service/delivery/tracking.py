@@ -36,9 +36,10 @@ from sqlalchemy.orm import Session
 
 from service.delivery.links import click_url, open_url
 from service.delivery.providers import Report
-from service.engine import program, runner
+from service.engine import program
 from service.engine.index import RuleIndex
 from service.engine.staff_format import Track
+from service.engine.versions import rule_for
 from service.models import Journey, Message
 
 ACCOUNT = "lifeline"  # the delivery reports' account: Lifeline itself, not a provider
@@ -147,7 +148,7 @@ def tracking_of(session: Session, index: RuleIndex, message: Message) -> Track:
     """What the send step that made the message asks for (its own `track`, else its rule's),
     in the rule version the message was made by."""
     journey = session.get(Journey, message.journey_id) if message.journey_id else None
-    compiled = runner.rule_for(session, index, journey) if journey is not None else None
+    compiled = rule_for(session, index, journey) if journey is not None else None
     if compiled is None or message.step is None or not 0 <= message.step < len(compiled.program):
         return Track()
     step = compiled.program[message.step]

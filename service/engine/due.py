@@ -11,7 +11,8 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.engine import runner, schedules
+from service.engine import entry, schedules, steps
+from service.engine.facts import Trigger
 from service.engine.index import RuleIndex
 from service.kit.db import Transaction
 from service.kit.durations import format_duration
@@ -51,7 +52,7 @@ def run_journey(session: Session, index: RuleIndex, journey_id: int, now: dt.dat
     )
     if journey is None or journey.wake_at is None or journey.wake_at > now or journey.ended_at:
         return False
-    runner.wake(session, index, journey, user, now)
+    steps.wake(session, index, journey, user, now)
     return True
 
 
@@ -64,17 +65,17 @@ def run_user(session: Session, index: RuleIndex, profile_id: int, now: dt.dateti
     if user.erased_at is not None:
         return True
     for change in changes:
-        runner.handle_stage_change(session, index, user, change, now, budget=None)
+        entry.handle_stage_change(session, index, user, change, now, budget=None)
     for compiled in index.on_inactivity:
         threshold = compiled.rule.trigger.inactive_for
         if threshold in crossed:
-            trigger = runner.Trigger(
+            trigger = Trigger(
                 "inactive",
                 {"inactive_for": format_duration(threshold)},
                 None,
                 f"inactive for {format_duration(threshold)}",
             )
-            runner.try_enter(session, index, compiled, user, now, trigger, budget=None)
+            entry.try_enter(session, index, compiled, user, now, trigger, budget=None)
     return True
 
 

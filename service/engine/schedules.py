@@ -15,7 +15,8 @@ from croniter import croniter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.engine import runner
+from service.engine import entry
+from service.engine.facts import Trigger
 from service.engine.index import CompiledRule, RuleIndex
 from service.models import ScheduleRun, User
 
@@ -80,13 +81,13 @@ def fire_due(session: Session, index: RuleIndex, now: dt.datetime) -> int:
             users = session.scalars(
                 select(User).where(in_zone, User.erased_at.is_(None)).order_by(User.id)
             )
-            trigger = runner.Trigger(
+            trigger = Trigger(
                 "schedule",
                 {"cron": run.cron, "timezone": timezone},
                 None,
                 f"schedule {run.cron!r} ({timezone})",
             )
             for user in list(users):
-                if runner.try_enter(session, index, compiled, user, fire, trigger, budget=None):
+                if entry.try_enter(session, index, compiled, user, fire, trigger, budget=None):
                     entered += 1
     return entered

@@ -13,9 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.engine.loader import EventCatalog
 from service.engine.policy import Policy
-from service.engine.staff_format import RuleFile
+from service.engine.staff_format import EventCatalog, RuleFile
 from service.engine.templates import Template
 from service.lifecycle.staff_format import Lifecycle
 

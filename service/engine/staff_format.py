@@ -1,4 +1,5 @@
-"""The rule format: what operations staff write in rules/*.yaml.
+"""The rule format: what operations staff write in rules/*.yaml (and the event catalog they
+write in rules/events.yaml, which the rules' event names are checked against).
 
 Every model forbids unknown fields, so a typo is an error (with a did-you-mean) rather than a
 silently ignored line. The JSON Schema in rules/ is generated from these models.
@@ -452,6 +453,16 @@ class RuleFile(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, title="Lifeline rules")
 
     rules: list[Rule] = Field(default_factory=list)
+
+
+class EventCatalog(Strict):
+    """rules/events.yaml: the tracking plan. Rules may only use events listed here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Lifeline event catalog")
+
+    events: list[str] = Field(
+        default_factory=list, description="every event name the product sends, spelled exactly"
+    )
 
 
 for _model in (EventCount, All, Any_, Not, Trigger, WaitFor, Branch, Goal, Rule, RuleFile):

@@ -13,7 +13,7 @@ import logging
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.engine import runner
+from service.engine import entry
 from service.engine.index import RuleIndex
 from service.kit.db import Transaction, utcnow
 from service.kit.jobs import PROCESS_EVENTS
@@ -112,7 +112,7 @@ def _run_rules(
     changes = lifecycle.on_event(
         session, user, event, rules.lifecycle, rules.thresholds(), count_recent
     )
-    runner.handle_event(session, rules, user, event, changes, now)
+    entry.handle_event(session, rules, user, event, changes, now)
 
 
 def _alias(
