@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from service.delivery.providers import ErrorKind, ProviderError, Sent
-from service.delivery.service import backoff, can_move, record_result
+from service.delivery.service import backoff, record_result
 from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work
+from service.models import MessageStatus
 from tests.delivery_helpers import claim_at, message, statuses
 from tests.engine_helpers import START, db_messages, identify, index_of, ingest, track, write_rules
 
@@ -170,7 +171,7 @@ def test_the_back_off_starts_from_the_configured_base(
     ],
 )
 def test_a_status_moves_forward(current: str, new: str) -> None:
-    assert can_move(current, new)
+    assert MessageStatus(current).can_move_to(MessageStatus(new))
 
 
 @pytest.mark.parametrize(
@@ -189,4 +190,4 @@ def test_a_status_moves_forward(current: str, new: str) -> None:
     ],
 )
 def test_a_status_never_moves_back_or_out_of_a_final_one(current: str, new: str) -> None:
-    assert not can_move(current, new)
+    assert not MessageStatus(current).can_move_to(MessageStatus(new))

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from service.delivery.service import set_status
-from service.models import Message, MessageStatusChange, User
+from service.models import Message, MessageStatus, MessageStatusChange, User
 
 RETRIED = "retried by an operator"
 
@@ -72,7 +72,7 @@ def retry_failed(
     them to a worker, which checks everything again before sending. Leaving 'failed', a
     terminal status, is an operator's decision, so it bypasses the forward-only rule and says
     so in the history. `ids` and `rule` narrow the choice; neither means every failure."""
-    query = select(Message).where(Message.status == "failed")
+    query = select(Message).where(Message.status == MessageStatus.FAILED)
     if ids:
         query = query.where(Message.id.in_(ids))
     if rule is not None:
@@ -81,7 +81,7 @@ def retry_failed(
     for message in session.scalars(query.order_by(Message.id).with_for_update()):
         message.send_at, message.attempts = now, 0
         message.enqueued_at = message.claimed_at = None
-        set_status(session, message, "queued", now, RETRIED)
+        set_status(session, message, MessageStatus.QUEUED, now, RETRIED)
         result.queued.append(message.id)
     asked = set(ids) - set(result.queued)
     if asked:

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from service.delivery import consent
 from service.delivery.consent import ALL_TOPICS, CHANNELS, SUPPRESSIBLE, TOPICS
 from service.delivery.links import LinkClaims
-from service.delivery.service import can_move, set_status
-from service.models import Message, User
+from service.delivery.service import set_status
+from service.models import Message, MessageStatus, User
 
 Preferences = dict[tuple[str, str], bool]  # (channel, topic or '*') -> subscribed
 
@@ -66,10 +66,16 @@ def unsubscribe(
             session, user, claims.channel, topic, False, "unsubscribe_link", now
         )
         result = Unsubscribed(claims.channel, topic)
-    if message is not None and can_move(message.status, "unsubscribed"):
+    if message is not None and MessageStatus(message.status).can_move_to(
+        MessageStatus.UNSUBSCRIBED
+    ):
         scope = "all topics" if result.topic == ALL_TOPICS else result.topic
         set_status(
-            session, message, "unsubscribed", now, f"unsubscribed through its link ({scope})"
+            session,
+            message,
+            MessageStatus.UNSUBSCRIBED,
+            now,
+            f"unsubscribed through its link ({scope})",
         )
     return result
 

@@ -30,11 +30,20 @@ from service.delivery import consent, preferences, tracking
 from service.delivery.consent import ALL_TOPICS, SUPPRESSIBLE, TOPICS
 from service.delivery.links import LinkClaims
 from service.delivery.providers import Report
-from service.delivery.service import can_move, set_status
+from service.delivery.service import set_status
 from service.kit.db import enqueue_after_commit, insert_ignoring_conflicts
 from service.kit.events import REPORT_EVENTS
 from service.kit.jobs import PROCESS_EVENTS
-from service.models import ErasedAddress, Event, Message, RuleVersion, Source, User, WebhookEvent
+from service.models import (
+    ErasedAddress,
+    Event,
+    Message,
+    MessageStatus,
+    RuleVersion,
+    Source,
+    User,
+    WebhookEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +160,9 @@ def _sent_by(message: Message, account: str) -> bool:
     if account == tracking.ACCOUNT:  # Lifeline's own tracking: of a message any provider sent
         return message.provider is not None
     if message.provider is None:
-        return message.status == "sending"  # handed over; the result is not recorded yet
+        return (
+            message.status == MessageStatus.SENDING
+        )  # handed over; the result is not recorded yet
     return message.provider == account
 
 
@@ -166,9 +177,10 @@ def _apply(
 ) -> None:
     """The status (it only moves forward), then what the report means for consent, which
     holds even when the status did not move (a complaint about a message already clicked)."""
-    if can_move(message.status, report.status):
+    reported = MessageStatus(report.status)
+    if MessageStatus(message.status).can_move_to(reported):
         detail = f"{account}: {report.detail}" if report.detail else f"reported by {account}"
-        set_status(session, message, report.status, at, detail)
+        set_status(session, message, reported, at, detail)
     address = report.address or message.to_address
     if address is None and user is not None:
         address = consent.profile_address(user, message.channel)

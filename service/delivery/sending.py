@@ -34,7 +34,7 @@ from service.engine.index import RuleIndex
 from service.kit.db import Transaction, utcnow
 from service.kit.durations import format_duration
 from service.kit.settings import Settings
-from service.models import Message
+from service.models import Message, MessageStatus
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def due_messages(session: Session, now: dt.datetime, grace: dt.timedelta) -> lis
         session.scalars(
             select(Message)
             .where(
-                Message.status == "queued",
+                Message.status == MessageStatus.QUEUED,
                 Message.send_at <= now,
                 or_(Message.enqueued_at.is_(None), Message.enqueued_at < now - grace),
             )
@@ -277,7 +277,7 @@ def stuck_messages(session: Session, claimed_before: dt.datetime) -> list[Messag
     return list(
         session.scalars(
             select(Message)
-            .where(Message.status == "sending", Message.claimed_at < claimed_before)
+            .where(Message.status == MessageStatus.SENDING, Message.claimed_at < claimed_before)
             .limit(SWEEP_BATCH)
             .with_for_update(skip_locked=True)
         )
@@ -298,7 +298,7 @@ def settle_stuck(
         delivery.set_status(
             session,
             message,
-            "queued",
+            MessageStatus.QUEUED,
             now,
             f"its worker stopped during the call to {names}; "
             "sending again with the same idempotency key",
@@ -307,7 +307,7 @@ def settle_stuck(
         delivery.set_status(
             session,
             message,
-            "failed",
+            MessageStatus.FAILED,
             now,
             f"its worker stopped during the call to {names}; "
             "not sent again, to avoid sending twice",

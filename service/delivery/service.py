@@ -34,21 +34,23 @@ from service.engine.versions import rule_for
 from service.kit.db import enqueue_id_after_commit, insert_at_commit
 from service.kit.durations import format_duration
 from service.kit.jobs import SEND_MESSAGE
-from service.models import Device, ErasedAddress, Journey, Message, MessageStatusChange, User
-
-# Status only moves forward; these are the ranks of the non-terminal ones.
-PROGRESS = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5}
-TERMINAL = {"bounced", "failed", "complained", "unsubscribed", "skipped"}
-
-
-def can_move(current: str, new: str) -> bool:
-    if current in TERMINAL:
-        return False
-    return new in TERMINAL or PROGRESS[new] > PROGRESS[current]
+from service.models import (
+    Device,
+    ErasedAddress,
+    Journey,
+    Message,
+    MessageStatus,
+    MessageStatusChange,
+    User,
+)
 
 
 def set_status(
-    session: Session, message: Message, status: str, now: dt.datetime, detail: str | None = None
+    session: Session,
+    message: Message,
+    status: MessageStatus,
+    now: dt.datetime,
+    detail: str | None = None,
 ) -> None:
     message.status, message.status_at = status, now
     if detail is not None:
@@ -259,7 +261,7 @@ def _fall_back(
         template=message.template,
         transactional=message.transactional,
         variables=message.variables,
-        status="queued",
+        status=MessageStatus.QUEUED,
         status_at=now,
         send_at=now,
         created_at=now,
@@ -267,7 +269,7 @@ def _fall_back(
     session.add(instead)
     session.flush()
     detail = f"fallback from {message.channel} (message {message.id}): {reason}"
-    set_status(session, instead, "queued", now, detail)
+    set_status(session, instead, MessageStatus.QUEUED, now, detail)
     enqueue_send(session, instead, now)
     return instead
 
@@ -293,7 +295,7 @@ def claim_many(
         .order_by(Message.id)
         .with_for_update(skip_locked=True)
     ).all()
-    due = [m for m in messages if m.status == "queued" and m.send_at <= now]
+    due = [m for m in messages if m.status == MessageStatus.QUEUED and m.send_at <= now]
     # Into the session's identity map, where the checks' session.get() finds them (held
     # here: the map keeps only weak references).
     loaded: list[object] = []
@@ -325,7 +327,7 @@ def _claim(
         set_status(
             session,
             message,
-            "failed",
+            MessageStatus.FAILED,
             now,
             f"no template {message.template!r} in the live rule set",
         )
@@ -335,7 +337,9 @@ def _claim(
     try:
         content = render(template, message.channel, user.locale if user else None, context)
     except RenderError as exc:
-        set_status(session, message, "failed", now, f"template {message.template!r}: {exc}")
+        set_status(
+            session, message, MessageStatus.FAILED, now, f"template {message.template!r}: {exc}"
+        )
         return None
     headers: dict[str, str] = {}
     if message.channel == "email":
@@ -365,12 +369,12 @@ def _still_goes(
     next channel, if it has one) or, in quiet hours, moved to their end."""
     reason = _skip_reason(session, message, user)
     if reason:
-        set_status(session, message, "skipped", now, reason)
+        set_status(session, message, MessageStatus.SKIPPED, now, reason)
         return False
     if reason := _channel_refusal(index, message, user, checks):
         if (instead := _fall_back(session, index, message, reason, now)) is not None:
             reason += f"; falling back to {instead.channel} (message {instead.id})"
-        set_status(session, message, "skipped", now, reason)
+        set_status(session, message, MessageStatus.SKIPPED, now, reason)
         return False
     if user is not None and policy.quiet_hours_apply(message.transactional):
         later = policy.quiet_until(index.policy, message.channel, user.timezone, now)
@@ -434,7 +438,7 @@ def _mark_sending(
     detail = None
     if message.channel == "sms":
         detail = f"{sms_segments(content.get('body', ''))} SMS segment(s)"
-    set_status(session, message, "sending", now, detail)
+    set_status(session, message, MessageStatus.SENDING, now, detail)
     if message.profile_id and message.to_address is None:  # it counts against the caps now
         checks.caps.went_out(message.profile_id, message.channel)
 
@@ -455,11 +459,11 @@ def release(
     rate limit): the claim's attempt is given back, and the scheduler hands the message to the
     broker again at `send_at`."""
     message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
-    if message is None or message.status != "sending":
+    if message is None or message.status != MessageStatus.SENDING:
         return
     message.attempts -= 1
     message.send_at, message.enqueued_at = send_at, None
-    set_status(session, message, "queued", now, reason)
+    set_status(session, message, MessageStatus.QUEUED, now, reason)
 
 
 def backoff(attempt: int, retry_after: float | None, base: float = 30) -> dt.timedelta:
@@ -509,7 +513,7 @@ def record_results(
         select(Message).where(Message.id.in_(by_id)).order_by(Message.id).with_for_update()
     ).all()
     for message in messages:
-        if message.status == "sending":
+        if message.status == MessageStatus.SENDING:
             outcome = by_id[message.id]
             _record(session, message, outcome, now, max_attempts, retry_base_seconds)
 
@@ -526,7 +530,7 @@ def _record(
     message.provider = provider
     if isinstance(result, Sent):
         message.provider_message_id = result.provider_message_id
-        set_status(session, message, "sent", now, f"accepted by {provider}")
+        set_status(session, message, MessageStatus.SENT, now, f"accepted by {provider}")
         return
     if result.kind == "retryable" and message.attempts < max_attempts:
         wait = backoff(message.attempts, result.retry_after, retry_base_seconds)
@@ -535,7 +539,7 @@ def _record(
         set_status(
             session,
             message,
-            "queued",
+            MessageStatus.QUEUED,
             now,
             f"{provider}: {result.reason}; attempt {message.attempts} of {max_attempts}, "
             f"next in {format_duration(wait)}",
@@ -546,4 +550,4 @@ def _record(
     if result.kind == "address_gone" and address:
         user = session.get(User, message.profile_id) if message.profile_id else None
         detail += "; " + consent.address_gone(session, message.channel, address, user, now)
-    set_status(session, message, "failed", now, detail)
+    set_status(session, message, MessageStatus.FAILED, now, detail)

@@ -16,7 +16,7 @@ from service.engine.index import CompiledRule, RuleIndex
 from service.kit.db import enqueue_id_after_commit, insert_at_commit, insert_ignoring_conflicts
 from service.kit.durations import format_duration
 from service.kit.jobs import SEND_MESSAGE
-from service.models import Device, Journey, Message, MessageStatusChange, User
+from service.models import Device, Journey, Message, MessageStatus, MessageStatusChange, User
 
 QUEUED_BY = "lifeline.journeys-that-queued"  # in this transaction
 
@@ -138,7 +138,7 @@ def _queue(
         "to_address": choice.to_address,
         "transactional": rule.transactional,
         "variables": journey.trigger_properties,
-        "status": "queued",
+        "status": MessageStatus.QUEUED,
         "status_reason": None,
         "send_at": choice.deferred or now,
         "created_at": now,
@@ -156,7 +156,7 @@ def _queue(
         insert_at_commit(
             session,
             MessageStatusChange.__table__,
-            {"message_id": inserted, "status": "queued", "detail": None, "at": now},
+            {"message_id": inserted, "status": MessageStatus.QUEUED, "detail": None, "at": now},
         )
     if choice.deferred is None:
         enqueue_id_after_commit(session, SEND_MESSAGE, message_id)
