@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.receiver import LeanReceiver  # noqa: E402
 from service.kit.settings import Settings  # noqa: E402
-from tests.engine_helpers import settled, write_rules  # noqa: E402
-from tests.test_e2e_processes import (  # noqa: E402
+from tests.helpers.deployment import (  # noqa: E402
     Processes,
     clean_env,
     free_port,
     wait_for_http,
     wait_until,
 )
+from tests.helpers.engine import settled, write_rules  # noqa: E402
 from workers import events  # noqa: E402
 from workers.actors import build_runtime  # noqa: E402
 

@@ -17,7 +17,7 @@ from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device
-from tests.consent_helpers import (
+from tests.helpers.consent import (
     RULES,
     add_device,
     add_message,
@@ -28,8 +28,8 @@ from tests.consent_helpers import (
     subscriptions,
     suppressions,
 )
-from tests.delivery_helpers import FakeProvider, claim_at
-from tests.engine_helpers import write_rules
+from tests.helpers.delivery import FakeProvider, claim_at
+from tests.helpers.engine import write_rules
 from workers.actors import build_runtime
 from workers.delivery import send_message
 from workers.runtime import Runtime

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.conftest import wait_processed
-from tests.consent_helpers import add_user, subscriptions, suppressions
-from tests.helpers import send
+from tests.helpers.api import send
+from tests.helpers.consent import add_user, subscriptions, suppressions
+from tests.helpers.waiting import wait_processed
 
 
 async def subscribe(

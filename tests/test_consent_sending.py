@@ -20,8 +20,8 @@ from service.delivery.service import Links, claim
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import User
-from tests.conftest import wait_processed
-from tests.consent_helpers import (
+from tests.helpers.api import send
+from tests.helpers.consent import (
     ONE_CLICK,
     RULES,
     SECRET,
@@ -31,8 +31,8 @@ from tests.consent_helpers import (
     index_for,
     message_row,
 )
-from tests.engine_helpers import db_messages, write_rules
-from tests.helpers import send
+from tests.helpers.engine import db_messages, write_rules
+from tests.helpers.waiting import wait_processed
 
 LINKS = Links("https://lifeline.example", SECRET)
 

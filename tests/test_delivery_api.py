@@ -19,10 +19,10 @@ from service.delivery.links import LINK_LIFETIME_SECONDS, secret_key, verify
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device, Message
-from tests.conftest import wait_processed
-from tests.delivery_helpers import history, profile_id, wait_settled
-from tests.engine_helpers import put, write_rules
-from tests.helpers import send
+from tests.helpers.api import send
+from tests.helpers.delivery import history, profile_id, wait_settled
+from tests.helpers.engine import put, write_rules
+from tests.helpers.waiting import wait_processed
 
 RULES = """
 rules:

@@ -16,7 +16,7 @@ from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import async_unit_of_work, create_async_db_engine, unit_of_work
 from service.processing.erasure import erase
-from tests.delivery_helpers import (
+from tests.helpers.delivery import (
     LINKS,
     claim_at,
     history,
@@ -25,7 +25,7 @@ from tests.delivery_helpers import (
     profile_id,
     statuses,
 )
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     db_messages,
     identify,

@@ -14,8 +14,8 @@ from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work
 from service.models import User
-from tests.delivery_helpers import claim_at, history, message, minutes, profile_id
-from tests.engine_helpers import (
+from tests.helpers.delivery import claim_at, history, message, minutes, profile_id
+from tests.helpers.engine import (
     EVENTS,
     START,
     db_messages,

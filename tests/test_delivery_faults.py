@@ -22,19 +22,16 @@ from sqlalchemy import text
 
 from service.kit.jobs import SEND_MESSAGE
 from service.kit.settings import Settings
-from tests.engine_helpers import settled, write_rules
-from tests.process_helpers import Receiver
-from tests.test_e2e_processes import (  # noqa: F401 (fixtures, requested by name below)
+from tests.helpers.deployment import (
     BrokerRedis,
     Deployment,
     Process,
     Processes,
-    broker_redis,
     deployed,
-    pg_url,
-    procs,
     wait_until,
 )
+from tests.helpers.engine import settled, write_rules
+from tests.helpers.processes import Receiver
 from workers import events
 from workers.actors import build_runtime
 

@@ -14,8 +14,8 @@ from service.delivery.service import backoff, can_move, record_result
 from service.engine.index import RuleIndex
 from service.engine.loader import load_rules
 from service.kit.db import unit_of_work
-from tests.delivery_helpers import claim_at, message, statuses
-from tests.engine_helpers import START, db_messages, identify, index_of, ingest, track, write_rules
+from tests.helpers.delivery import claim_at, message, statuses
+from tests.helpers.engine import START, db_messages, identify, index_of, ingest, track, write_rules
 
 RULES = """
 rules:

@@ -29,10 +29,10 @@ from service.delivery.providers import Inbound, Report, WebhookRejected, Webhook
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Event, Message, RuleVersion, User, WebhookEvent
-from tests.conftest import wait_processed
-from tests.consent_helpers import add_message, add_user, message_row, status_history
-from tests.delivery_helpers import wait_settled
-from tests.engine_helpers import db_messages, write_rules
+from tests.helpers.consent import add_message, add_user, message_row, status_history
+from tests.helpers.delivery import wait_settled
+from tests.helpers.engine import db_messages, write_rules
+from tests.helpers.waiting import wait_processed
 
 PUBLIC_URL = "https://lifeline.example"
 SECRET = b"fake-esp-signing-secret"

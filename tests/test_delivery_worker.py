@@ -15,8 +15,8 @@ from service.delivery.service import claim
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from tests.delivery_helpers import LINKS, FakeProvider, message, minutes, profile_id, statuses
-from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
+from tests.helpers.delivery import LINKS, FakeProvider, message, minutes, profile_id, statuses
+from tests.helpers.engine import db_messages, identify, ingest, track, write_rules
 from workers.actors import build_runtime
 from workers.delivery import redact, send_message, sweep_messages
 from workers.runtime import Runtime

@@ -16,10 +16,10 @@ from sqlalchemy.engine import Engine
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device
-from tests.conftest import wait_processed
-from tests.delivery_helpers import wait_settled
-from tests.engine_helpers import write_rules
-from tests.helpers import send
+from tests.helpers.api import send
+from tests.helpers.delivery import wait_settled
+from tests.helpers.engine import write_rules
+from tests.helpers.waiting import wait_processed
 
 APNS = "a1b2c3d4" * 8
 FCM = "dGVzdC10b2tlbg:APA91bH-abc_def123"

@@ -19,8 +19,8 @@ from service.engine.loader import load_rules
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device, User
-from tests.conftest import events, wait_processed
-from tests.engine_helpers import (
+from tests.helpers.api import events, get_profile, send
+from tests.helpers.engine import (
     db_journeys,
     db_messages,
     put,
@@ -29,7 +29,7 @@ from tests.engine_helpers import (
     version_of,
     write_rules,
 )
-from tests.helpers import get_profile, send
+from tests.helpers.waiting import wait_processed
 
 RULES = """
 rules:

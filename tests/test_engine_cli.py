@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from service.cli import main
 from service.engine.loader import load_rules
 from service.kit.settings import get_settings
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     identify,
     index_of,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     contactable,
     db_journeys,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from service.engine import runner
 from service.processing.simulate import Result
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     contactable,
     of,
     reasons,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.engine_helpers import START, contactable, identify, of, ruleset, run, sends, track
+from tests.helpers.engine import START, contactable, identify, of, ruleset, run, sends, track
 
 STAGE_EVENTS = """
 rules:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     contactable,
     identify,

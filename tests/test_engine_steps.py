@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     contactable,
     device,

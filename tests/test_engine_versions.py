@@ -18,7 +18,7 @@ from service.engine.index import RuleIndex
 from service.engine.loader import rule_version
 from service.kit.db import unit_of_work
 from service.models import RuleVersion
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     db_decisions,
     db_journeys,

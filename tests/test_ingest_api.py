@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 
 from service.ingest.sources import revoke_source
 from service.kit.db import unit_of_work, utcnow
-from tests.conftest import events, new_write_key, wait_processed
-from tests.helpers import count_events, parse_time
+from tests.helpers.api import count_events, events, new_write_key, parse_time
+from tests.helpers.waiting import wait_processed
 
 CONTEXT = {"ip": "203.0.113.9", "locale": "en-US", "library": {"name": "test", "version": "1"}}
 INTEGRATIONS = {"All": True, "Mixpanel": False}

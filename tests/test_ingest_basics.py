@@ -3,7 +3,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.engine import Engine
 
-from tests.conftest import events, wait_processed
+from tests.helpers.api import events
+from tests.helpers.waiting import wait_processed
 
 
 async def test_track_is_stored_and_processed(

@@ -9,7 +9,8 @@ import asyncio
 import httpx
 from sqlalchemy.engine import Engine
 
-from tests.conftest import events, wait_processed
+from tests.helpers.api import events
+from tests.helpers.waiting import wait_processed
 
 
 async def test_concurrent_requests_each_store_their_events_once(

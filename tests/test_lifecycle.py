@@ -13,7 +13,7 @@ from service.engine.loader import RuleSet
 from service.kit.db import unit_of_work
 from service.models import StageChange
 from service.processing.simulate import Result, Simulation, read_timeline
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     contactable,
     identify,

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 
 from service.cli import main
 from service.kit.settings import get_settings
-from tests.consent_helpers import RULES, add_message, add_user, message_row, status_history
-from tests.engine_helpers import write_rules
+from tests.helpers.consent import RULES, add_message, add_user, message_row, status_history
+from tests.helpers.engine import write_rules
 
 
 @pytest.fixture

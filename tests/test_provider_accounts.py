@@ -38,7 +38,7 @@ from service.delivery.providers import (
 from service.delivery.service import claim
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from tests.consent_helpers import (
+from tests.helpers.consent import (
     RULES,
     add_device,
     add_message,
@@ -46,8 +46,8 @@ from tests.consent_helpers import (
     message_row,
     status_history,
 )
-from tests.delivery_helpers import LINKS, FakeProvider, minutes
-from tests.engine_helpers import write_rules
+from tests.helpers.delivery import LINKS, FakeProvider, minutes
+from tests.helpers.engine import write_rules
 from workers.actors import build_runtime
 from workers.delivery import provider_for, providers, send_message, sweep_messages
 from workers.providers.local import LocalOutbox

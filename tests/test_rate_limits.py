@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from service.delivery.providers import Provider
 from service.kit.db import utcnow
 from service.kit.settings import RateLimit, Settings
-from tests.conftest import require_service
-from tests.delivery_helpers import FakeProvider, history, message, profile_id
-from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
+from tests.helpers.delivery import FakeProvider, history, message, profile_id
+from tests.helpers.engine import db_messages, identify, ingest, track, write_rules
+from tests.helpers.services import require_service
 from workers.actors import build_runtime
 from workers.delivery import send_message, sweep_messages
 from workers.rate_limits import SendLimits

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.engine.loader import RuleError, RuleSet, RulesInvalid, load_rules
-from tests.rules_helpers import MINIMAL, copy_minimal, errors, write
+from tests.helpers.rules import MINIMAL, copy_minimal, errors, write
 
 # A valid one-rule file; tests replace one line of it. Line 6 is the step.
 RULE = """

@@ -23,10 +23,10 @@ from service.delivery.tracking import Hit
 from service.engine.staff_format import Track
 from service.kit.settings import Settings
 from service.models import Event, Message
-from tests.conftest import events, wait_processed
-from tests.delivery_helpers import history, message, wait_settled
-from tests.engine_helpers import put, write_rules
-from tests.helpers import send
+from tests.helpers.api import events, send
+from tests.helpers.delivery import history, message, wait_settled
+from tests.helpers.engine import put, write_rules
+from tests.helpers.waiting import wait_processed
 
 PUBLIC = "https://lifeline.example"
 KEY = b"tracking-test-key"

@@ -8,8 +8,16 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import Engine
 
-from tests.conftest import ADMIN_TOKEN, wait_processed
-from tests.helpers import at, count_events, count_profiles, full_timeline, get_profile, send
+from tests.helpers.api import (
+    ADMIN_TOKEN,
+    at,
+    count_events,
+    count_profiles,
+    full_timeline,
+    get_profile,
+    send,
+)
+from tests.helpers.waiting import wait_processed
 
 
 def identify(user_id: str, traits: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -1,16 +1,26 @@
-"""Small helpers shared by the API tests (fixtures stay in conftest.py)."""
+"""The API as the tests use it: requests with a write key or the admin token, the app served
+on a real port, and readers of the events and profiles it stored."""
 
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
+import time
+import uuid
 from typing import Any
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from service.ingest.sources import create_source
 from service.kit.db import unit_of_work
 from service.models import Event, User
+
+ADMIN_TOKEN = "test-admin-token"  # the `settings` fixture's admin_token
 
 
 def at(minute: int, day: int = 1) -> str:
@@ -68,3 +78,40 @@ def count_profiles(engine: Engine, user_id: str) -> int:
     with unit_of_work(engine) as uow:
         query = select(func.count()).select_from(User).where(User.user_id == user_id)
         return int(uow.session.scalar(query) or 0)
+
+
+def new_write_key(engine: Engine, name: str | None = None) -> str:
+    with unit_of_work(engine) as uow:
+        return create_source(uow.session, name or f"source-{uuid.uuid4().hex[:8]}").write_key
+
+
+def events(engine: Engine) -> list[Event]:
+    with unit_of_work(engine) as uow:
+        return list(uow.session.scalars(select(Event).order_by(Event.id)))
+
+
+class LiveServer:
+    """The app served by uvicorn on a free loopback port, in a thread (for real HTTP clients)."""
+
+    def __init__(self, app: FastAPI):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

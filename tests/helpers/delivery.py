@@ -15,7 +15,7 @@ from service.delivery.service import Claimed, Links, claim
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work
 from service.models import Message, MessageStatusChange, User
-from tests.engine_helpers import db_messages
+from tests.helpers.engine import db_messages
 
 LINKS = Links("https://lifeline.example", b"links-test-key")
 

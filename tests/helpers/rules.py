@@ -10,7 +10,7 @@ import pytest
 
 from service.engine.loader import RulesInvalid, load_rules
 
-MINIMAL = Path(__file__).parent / "fixtures" / "rules_minimal"
+MINIMAL = Path(__file__).parents[1] / "fixtures" / "rules_minimal"
 
 
 def copy_minimal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
