@@ -43,7 +43,7 @@ from tests.helpers.deployment import (  # noqa: E402
     wait_for_http,
     wait_until,
 )
-from tests.helpers.engine import settled, write_rules  # noqa: E402
+from tests.helpers.rules import WELCOME, RulePack  # noqa: E402
 from workers import events  # noqa: E402
 from workers.actors import build_runtime  # noqa: E402
 
@@ -51,14 +51,6 @@ BIN = Path(sys.executable).parent
 PG = "postgresql://postgres@127.0.0.1:5432"
 DB_NAME = "lifeline_bench_delivery"
 REDIS = "redis://127.0.0.1:6379/12"
-RULES = """
-rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
-"""
 
 
 def fresh_database() -> str:
@@ -74,9 +66,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path, receiver: LeanReceiver):
         self.args, self.receiver = args, receiver
         self.database_url = fresh_database()
-        rules = write_rules(workdir / "rules", RULES)
-        for path in rules.rglob("*.yaml"):
-            settled(path)
+        rules = RulePack(workdir / "rules").rules(WELCOME).settled().write()
         self.env = clean_env(
             LIFELINE_DATABASE_URL=self.database_url,
             LIFELINE_BROKER_URL=REDIS,

@@ -29,7 +29,7 @@ from tests.helpers.consent import (
     suppressions,
 )
 from tests.helpers.delivery import FakeProvider, claim_at
-from tests.helpers.engine import write_rules
+from tests.helpers.rules import RulePack
 from workers.actors import build_runtime
 from workers.delivery import send_message
 from workers.runtime import Runtime
@@ -39,7 +39,7 @@ PHONE = "+14155550100"
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from tests.helpers.consent import (
     index_for,
     message_row,
 )
-from tests.helpers.engine import db_messages, write_rules
+from tests.helpers.engine import db_messages
+from tests.helpers.rules import RulePack
 from tests.helpers.waiting import wait_processed
 
 LINKS = Links("https://lifeline.example", SECRET)
@@ -39,7 +40,7 @@ LINKS = Links("https://lifeline.example", SECRET)
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 def set_subscription(engine: Engine, profile_id: int, channel: str, topic: str, on: bool) -> None:

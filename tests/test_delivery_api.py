@@ -21,16 +21,11 @@ from service.kit.settings import Settings
 from service.models import Device, Message
 from tests.helpers.api import send
 from tests.helpers.delivery import history, profile_id, wait_settled
-from tests.helpers.engine import put, write_rules
+from tests.helpers.rules import WELCOME, RulePack
 from tests.helpers.waiting import wait_processed
 
 RULES = """
 rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
   - id: receipt
     category: retention
     transactional: true
@@ -44,13 +39,13 @@ rules:
       - send: {channel: sms, template: nudge}
       - send: {channel: push, template: reminder}
 """
-WELCOME = """
+WELCOME_EMAIL = """
 email:
   subject: "Welcome to Lifeline"
   html: '<h1>Welcome</h1><p>Start <a href="https://example.com/start">here</a>.</p>
     <p><a href="{{ links.unsubscribe }}">Unsubscribe</a></p>'
 """
-RECEIPT = """
+RECEIPT_EMAIL = """
 email: {subject: "Your receipt", html: "<p>Paid: <b>12 EUR</b></p>", text: "Paid: 12 EUR"}
 """
 PHONE = "+14155550100"
@@ -58,10 +53,14 @@ PHONE = "+14155550100"
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = write_rules(tmp_path / "rules", RULES)
-    put(folder, "templates/welcome.yaml", WELCOME)
-    put(folder, "templates/receipt.yaml", RECEIPT)
-    return folder
+    return (
+        RulePack(tmp_path / "rules")
+        .rules(WELCOME)
+        .rules(RULES)
+        .template("welcome", WELCOME_EMAIL)
+        .template("receipt", RECEIPT_EMAIL)
+        .write()
+    )
 
 
 async def identify_and_track(

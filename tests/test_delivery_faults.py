@@ -30,20 +30,12 @@ from tests.helpers.deployment import (
     deployed,
     wait_until,
 )
-from tests.helpers.engine import settled, write_rules
 from tests.helpers.processes import Receiver
+from tests.helpers.rules import WELCOME, RulePack
 from workers import events
 from workers.actors import build_runtime
 
 SECRET = "faults-webhook-secret"
-RULES = """
-rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
-"""
 
 
 @dataclass
@@ -155,9 +147,8 @@ def setup_with(request: pytest.FixtureRequest, receiver: Receiver) -> Iterator[S
     processes: Processes = request.getfixturevalue("procs")
     database: str = request.getfixturevalue("pg_url")
     broker: BrokerRedis = request.getfixturevalue("broker_redis")
-    rules = write_rules(tmp_path / "rules", RULES)
-    for path in rules.rglob("*.yaml"):  # loads at once, not after the settling time
-        settled(path)
+    # Settled: the processes load the rules at once, not after the settling time.
+    rules = RulePack(tmp_path / "rules").rules(WELCOME).settled().write()
     extra = {
         "LIFELINE_RULES_DIR": str(rules),
         "LIFELINE_SECRET_KEY": "faults-secret-key",

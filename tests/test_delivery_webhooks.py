@@ -31,7 +31,8 @@ from service.kit.settings import Settings
 from service.models import Event, Message, RuleVersion, User, WebhookEvent
 from tests.helpers.consent import add_message, add_user, message_row, status_history
 from tests.helpers.delivery import wait_settled
-from tests.helpers.engine import db_messages, write_rules
+from tests.helpers.engine import db_messages
+from tests.helpers.rules import RulePack
 from tests.helpers.waiting import wait_processed
 
 PUBLIC_URL = "https://lifeline.example"
@@ -445,7 +446,7 @@ def rules_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     rules = getattr(request, "param", None)
     if rules is None:
         return tmp_path / "no-rules"
-    return write_rules(tmp_path / "rules", rules)
+    return RulePack(tmp_path / "rules").rules(rules).write()
 
 
 # --- Amazon SNS's subscription handshake ------------------------------------------------------

@@ -18,7 +18,7 @@ from service.kit.settings import Settings
 from service.models import Device
 from tests.helpers.api import send
 from tests.helpers.delivery import wait_settled
-from tests.helpers.engine import write_rules
+from tests.helpers.rules import RulePack
 from tests.helpers.waiting import wait_processed
 
 APNS = "a1b2c3d4" * 8
@@ -46,7 +46,7 @@ rules:
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 @pytest.fixture

@@ -20,15 +20,8 @@ from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device, User
 from tests.helpers.api import events, get_profile, send
-from tests.helpers.engine import (
-    db_journeys,
-    db_messages,
-    put,
-    run_due_journeys,
-    settled,
-    version_of,
-    write_rules,
-)
+from tests.helpers.engine import db_journeys, db_messages, run_due_journeys
+from tests.helpers.rules import RulePack, settled, version_of, write
 from tests.helpers.waiting import wait_processed
 
 RULES = """
@@ -45,10 +38,9 @@ rules:
 
 @pytest.fixture
 def rules_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    folder = write_rules(tmp_path / "rules", RULES)
-    if getattr(request, "param", None) == "broken":
-        put(folder, "rules.yaml", RULES.replace("template: welcome", "template: welcom"))
-    return folder
+    broken = getattr(request, "param", None) == "broken"
+    rules = RULES.replace("template: welcome", "template: welcom") if broken else RULES
+    return RulePack(tmp_path / "rules").rules(rules).write()
 
 
 async def sign_up(client: httpx.AsyncClient, write_key: str, user_id: str) -> None:
@@ -134,7 +126,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
     loaded_at = status["loadedAt"]
     assert loaded_at is not None
 
-    put(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: nudgee"))
+    write(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: nudgee"))
     settled(rules_dir / "rules.yaml")
     app.state.lifeline.rules.reload_if_changed()
     status = await rules_status(client, admin)
@@ -147,7 +139,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
     [message] = db_messages(engine)
     assert (message.template, message.rule_version) == ("welcome", version_of(live, "welcome"))
 
-    put(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: reminder"))
+    write(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: reminder"))
     settled(rules_dir / "rules.yaml")
     app.state.lifeline.rules.reload_if_changed()
     fixed = load_rules(rules_dir)
@@ -175,7 +167,7 @@ async def test_events_wait_unprocessed_until_the_rules_are_fixed(
     assert len(stored) == 2
     assert all(e.processed_at is None for e in stored)
 
-    put(rules_dir, "rules.yaml", RULES)
+    write(rules_dir, "rules.yaml", RULES)
     app.state.lifeline.rules.reload_if_changed()
     await wait_processed(engine, 2, timeout=15)
     assert [m.template for m in db_messages(engine)] == ["welcome"]

@@ -16,12 +16,12 @@ from sqlalchemy.engine import Engine
 from service.cli import main
 from service.kit.settings import get_settings
 from tests.helpers.consent import RULES, add_message, add_user, message_row, status_history
-from tests.helpers.engine import write_rules
+from tests.helpers.rules import RulePack
 
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ from tests.helpers.consent import (
     status_history,
 )
 from tests.helpers.delivery import LINKS, FakeProvider, minutes
-from tests.helpers.engine import write_rules
+from tests.helpers.rules import RulePack
 from workers.actors import build_runtime
 from workers.delivery import provider_for, providers, send_message, sweep_messages
 from workers.providers.local import LocalOutbox
@@ -335,7 +335,7 @@ def test_the_push_provider_setting_is_read_from_the_environment(
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 @pytest.fixture

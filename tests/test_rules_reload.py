@@ -12,8 +12,7 @@ import pytest
 
 from service.engine.loader import RuleSet, RulesInvalid, load_rules
 from service.engine.registry import RuleRegistry
-from tests.helpers.engine import settled
-from tests.helpers.rules import MINIMAL
+from tests.helpers.rules import MINIMAL, settled
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from service.kit.settings import Settings
 from service.models import Event, Message
 from tests.helpers.api import events, send
 from tests.helpers.delivery import history, message, wait_settled
-from tests.helpers.engine import put, write_rules
+from tests.helpers.rules import RulePack
 from tests.helpers.waiting import wait_processed
 
 PUBLIC = "https://lifeline.example"
@@ -64,9 +64,7 @@ START = "https://shop.example/start?a=1&b=2"
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = write_rules(tmp_path / "rules", RULES)
-    put(folder, "templates/links.yaml", LINKS_TEMPLATE)
-    return folder
+    return RulePack(tmp_path / "rules").rules(RULES).template("links", LINKS_TEMPLATE).write()
 
 
 def links_in(markup: str) -> list[str]:
