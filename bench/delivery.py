@@ -41,8 +41,8 @@ from tests.helpers.deployment import (  # noqa: E402
     clean_env,
     free_port,
     wait_for_http,
-    wait_until,
 )
+from tests.helpers.polling import eventually  # noqa: E402
 from tests.helpers.rules import WELCOME, RulePack  # noqa: E402
 from workers import events  # noqa: E402
 from workers.actors import build_runtime  # noqa: E402
@@ -113,10 +113,13 @@ class Bench:
             return int(conn.scalar(text(sql)) or 0)
 
     def wait_sent(self, expected: int, timeout: float) -> None:
-        def done() -> bool:
-            return self.scalar("SELECT count(*) FROM messages WHERE status = 'sent'") >= expected
-
-        wait_until(done, timeout, f"{expected} messages sent", 0.05)
+        eventually(
+            lambda: self.scalar("SELECT count(*) FROM messages WHERE status = 'sent'"),
+            until=lambda sent: sent >= expected,
+            timeout=timeout,
+            interval=0.05,
+            what=f"{expected} messages sent",
+        )
 
     def check_calls(self, expected: int) -> str:
         messages = self.scalar("SELECT count(*) FROM messages")
@@ -213,11 +216,12 @@ def latency(bench: Bench, write_key: str, backlog_sent: int) -> None:
         c for c in sign_ups(tag, count, dt.datetime.now(dt.UTC)) if c["type"] == "identify"
     ]
     bench.post(write_key, identified)  # who they are first; their sign-ups come paced
-    wait_until(
-        lambda: bench.scalar("SELECT count(*) FROM events WHERE processed_at IS NULL") == 0,
-        120,
-        "the identifies to be processed",
-        0.2,
+    eventually(
+        lambda: bench.scalar("SELECT count(*) FROM events WHERE processed_at IS NULL"),
+        until=lambda unprocessed: unprocessed == 0,
+        timeout=120,
+        interval=0.2,
+        what="the identifies to be processed (events left)",
     )
     began = time.monotonic()
     sent_at = asyncio.run(paced(bench, write_key, tag, count))

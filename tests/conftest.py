@@ -10,17 +10,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import dramatiq
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+import workers.api
 from service.kit.db import create_sync_engine
 from service.kit.settings import Settings
 from tests.helpers.api import ADMIN_TOKEN, LiveServer, new_write_key
 from tests.helpers.deployment import BrokerRedis, Processes, broker_redis_in
 from tests.helpers.services import create_schema, fresh_postgres_database
+from tests.helpers.waiting import EmbeddedWorker
 from workers.api import create_api
+from workers.runtime import Runtime
+from workers.worker import start_worker
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,10 +77,37 @@ def write_key(engine: Engine) -> str:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+def embedded_workers(monkeypatch: pytest.MonkeyPatch) -> list[dramatiq.Worker]:
+    """The workers that workers.api starts beside an app on the in-process broker, kept so
+    that tests can join them (workers.api holds on to them itself; the function it starts
+    them with is the one place to see them from outside)."""
+    started: list[dramatiq.Worker] = []
+
+    def start_and_keep(runtime: Runtime, threads: int) -> dramatiq.Worker:
+        worker = start_worker(runtime, threads)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(workers.api, "start_worker", start_and_keep)
+    return started
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, embedded_workers: list[dramatiq.Worker]
+) -> AsyncIterator[FastAPI]:
     app = create_api(settings)
     async with app.router.lifespan_context(app):
         yield app
+
+
+@pytest.fixture
+def embedded(
+    app: FastAPI, embedded_workers: list[dramatiq.Worker], engine: Engine
+) -> EmbeddedWorker:
+    """The app's embedded worker: `await embedded.join()` waits for the jobs handed to it."""
+    [worker] = embedded_workers
+    return EmbeddedWorker(worker, app.state.lifeline.dispatcher, engine)
 
 
 @pytest.fixture

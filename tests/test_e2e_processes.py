@@ -35,8 +35,8 @@ from tests.helpers.deployment import (
     deployed,
     free_port,
     wait_for_http,
-    wait_until,
 )
+from tests.helpers.polling import eventually
 from tests.helpers.services import require_service
 from workers.actors import build_runtime
 
@@ -165,7 +165,13 @@ def test_worker_killed_mid_backlog_loses_nothing(deployment: Deployment) -> None
     assert deployment.counts() == (len(sent.calls), 0)
 
     worker = deployment.start_worker("worker-killed")
-    wait_until(lambda: deployment.counts()[1] > 0, 30, "the first worker to make progress", 0.02)
+    eventually(
+        deployment.counts,
+        until=lambda seen: seen[1] > 0,
+        timeout=30,
+        interval=0.02,
+        what="the first worker to make progress (stored, processed)",
+    )
     deployment.procs.kill(worker, signal.SIGKILL)
     _, done = deployment.counts()
     assert done < len(sent.calls), "the backlog was gone before the kill: make it larger"
@@ -207,7 +213,11 @@ def test_a_job_delivered_twice_does_nothing_the_second_time(deployment: Deployme
     processed_before = deployment.processed_at()
     with httpx.Client(base_url=deployment.api_url, headers=ADMIN) as client:
         profiles_before = [client.get(f"/v1/users/{u}").json() for u in sent.message_ids]
-    wait_until(lambda: redis_queue(deployment.broker_url)["events"] == 0, 10, "an idle queue")
+    eventually(
+        lambda: redis_queue(deployment.broker_url),
+        until=lambda queue: queue["events"] == 0,
+        what="an idle queue",
+    )
 
     runtime = build_runtime(
         Settings(database_url=deployment.database_url, broker_url=deployment.broker_url)
@@ -217,8 +227,10 @@ def test_a_job_delivered_twice_does_nothing_the_second_time(deployment: Deployme
         process_events = runtime.broker.get_actor(PROCESS_EVENTS)
         process_events.send(sorted(processed_before))
         process_events.send(sorted(processed_before))
-        wait_until(
-            lambda: redis_queue(deployment.broker_url)["events"] == 0, 10, "both jobs to run"
+        eventually(
+            lambda: redis_queue(deployment.broker_url),
+            until=lambda queue: queue["events"] == 0,
+            what="both jobs to run",
         )
     finally:
         runtime.close()
@@ -316,12 +328,19 @@ def test_embedded_default_needs_nothing_but_a_folder(tmp_path: Path, procs: Proc
 
     post_batches(url, write_key, sent.calls, size=10)
 
-    def processed() -> bool:
+    def timeline() -> list[dict[str, Any]]:
         response = httpx.get(f"{url}/v1/users/{next(iter(sent.message_ids))}/events", headers=ADMIN)
-        events = response.json()["events"] if response.status_code == 200 else []
-        return len(events) == 3 and all(e["processedAt"] for e in events)
+        events: list[dict[str, Any]] = (
+            response.json()["events"] if response.status_code == 200 else []
+        )
+        return events
 
-    wait_until(processed, 20, "the embedded worker to process the events")
+    eventually(
+        timeline,
+        until=lambda events: len(events) == 3 and all(e["processedAt"] for e in events),
+        timeout=20,
+        what="the embedded worker to process the events",
+    )
     assert_profiles(url, sent)
     ready = httpx.get(f"{url}/readyz")
     assert (ready.status_code, ready.json()) == (

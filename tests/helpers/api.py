@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -19,6 +18,7 @@ from sqlalchemy.engine import Engine
 from service.ingest.sources import create_source
 from service.kit.db import unit_of_work
 from service.models import Event, User
+from tests.helpers.polling import eventually
 
 ADMIN_TOKEN = "test-admin-token"  # the `settings` fixture's admin_token
 
@@ -74,6 +74,14 @@ def count_events(engine: Engine) -> int:
         return int(uow.session.scalar(select(func.count()).select_from(Event)) or 0)
 
 
+def stored_and_processed(engine: Engine) -> tuple[int, int]:
+    """(events stored, events processed)."""
+    with unit_of_work(engine) as uow:
+        query = select(func.count(), func.count(Event.processed_at)).select_from(Event)
+        stored, processed = uow.session.execute(query).one()
+        return int(stored), int(processed)
+
+
 def count_profiles(engine: Engine, user_id: str) -> int:
     with unit_of_work(engine) as uow:
         query = select(func.count()).select_from(User).where(User.user_id == user_id)
@@ -105,11 +113,7 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+        eventually(lambda: self.server.started, interval=0.02, what="uvicorn to start")
         return self
 
     def __exit__(self, *exc: Any) -> None:

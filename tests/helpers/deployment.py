@@ -13,10 +13,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -25,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from service.kit.db import create_sync_engine
 from tests.helpers.api import ADMIN_TOKEN
+from tests.helpers.polling import eventually
 from tests.helpers.services import require_service
 
 BIN = Path(sys.executable).parent
@@ -123,18 +123,6 @@ class Processes:
             print(process.output()[-6000:])
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
 # --- A deployment -----------------------------------------------------------------------------
 
 
@@ -199,16 +187,18 @@ class Deployment:
         return int(total), int(done)
 
     def wait_all_processed(self, expected: int, timeout: float) -> None:
-        def check() -> tuple[int, int] | None:
+        def counts() -> tuple[int, int]:
             total, done = self.counts()
             assert total <= expected, f"{total} events stored, only {expected} were sent"
-            return (total, done) if total == done == expected else None
+            return total, done
 
-        try:
-            wait_until(check, timeout, f"all {expected} events processed", interval=0.2)
-        except AssertionError as exc:
-            total, done = self.counts()
-            raise AssertionError(f"{exc}: {done}/{total} processed") from None
+        eventually(
+            counts,
+            until=lambda seen: seen == (expected, expected),
+            timeout=timeout,
+            interval=0.2,
+            what=f"all {expected} events processed (stored, processed)",
+        )
 
     def processed_at(self) -> dict[int, dt.datetime]:
         with self.db().connect() as conn:
@@ -217,15 +207,21 @@ class Deployment:
 
 
 def wait_for_http(process: Process, url: str, timeout: float = 30) -> None:
-    def up() -> bool:
+    def answer() -> int | str:
+        """The status code, or why there was none."""
         if process.popen.poll() is not None:
             raise AssertionError(f"{process.name} exited {process.popen.returncode} on start")
         try:
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+            return httpx.get(url, timeout=1).status_code
+        except httpx.TransportError as exc:
+            return repr(exc)
 
-    wait_until(up, timeout, f"{process.name} to answer {url}")
+    eventually(
+        answer,
+        until=lambda seen: seen == 200,
+        timeout=timeout,
+        what=f"{process.name} to answer {url}",
+    )
 
 
 @dataclass
@@ -274,7 +270,7 @@ def broker_redis_in(tmp_path: Path) -> Iterator[BrokerRedis]:
         return False
 
     try:
-        wait_until(up, 10, "redis-server to start", 0.02)
+        eventually(up, timeout=10, interval=0.02, what="redis-server to start")
         yield own
     finally:
         process.kill()
