@@ -49,10 +49,10 @@ def rules_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def users(
-    client: httpx.AsyncClient, engine: Engine, write_key: str, embedded: EmbeddedWorker
-) -> list[str]:
-    batch = [{"type": "identify", "userId": u, "traits": {}} for u in ("u-1", "u-2")]
+async def users(client: httpx.AsyncClient, write_key: str, embedded: EmbeddedWorker) -> list[str]:
+    batch: list[dict[str, Any]] = [
+        {"type": "identify", "userId": u, "traits": {}} for u in ("u-1", "u-2")
+    ]
     await send(client, write_key, "batch", {"batch": batch})
     await embedded.processed(2)
     return ["u-1", "u-2"]
