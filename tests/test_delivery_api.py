@@ -163,7 +163,6 @@ async def test_a_sign_up_sends_one_email_with_one_click_unsubscribe(
 async def test_a_transactional_email_has_no_unsubscribe_headers(
     settings: Settings,
     client: httpx.AsyncClient,
-    engine: Engine,
     write_key: str,
     embedded: EmbeddedWorker,
 ) -> None:

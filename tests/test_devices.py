@@ -293,7 +293,6 @@ async def test_a_registered_browser_gets_its_push(
     settings: Settings,
     client: httpx.AsyncClient,
     admin: dict[str, str],
-    engine: Engine,
     write_key: str,
     users: list[str],
     embedded: EmbeddedWorker,

@@ -91,7 +91,7 @@ async def _post(
 
 
 async def test_each_call_endpoint_stores_the_segment_fields(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, embedded: EmbeddedWorker
+    client: httpx.AsyncClient, write_key: str, embedded: EmbeddedWorker
 ) -> None:
     for call_type in CALLS:
         response = await _post(client, write_key, call_type, _full_call(call_type, call_type))
@@ -104,7 +104,7 @@ async def test_each_call_endpoint_stores_the_segment_fields(
 
 
 async def test_batch_stores_every_call_type_and_applies_batch_context(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, embedded: EmbeddedWorker
+    client: httpx.AsyncClient, write_key: str, embedded: EmbeddedWorker
 ) -> None:
     batch = [{"type": t, **_full_call(t, f"b-{t}")} for t in CALLS]
     batch.append({"type": "track", "userId": "u-2", "event": "Bare", "messageId": "bare"})

@@ -8,7 +8,7 @@ from tests.helpers.waiting import EmbeddedWorker
 
 
 async def test_track_is_stored_and_processed(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, embedded: EmbeddedWorker
+    client: httpx.AsyncClient, write_key: str, embedded: EmbeddedWorker
 ) -> None:
     response = await client.post(
         "/v1/track",

@@ -287,7 +287,6 @@ async def test_the_redirect_works_when_the_click_cannot_be_recorded(
 async def test_an_untracked_email_keeps_its_links(
     settings: Settings,
     client: httpx.AsyncClient,
-    engine: Engine,
     write_key: str,
     event: str,
     embedded: EmbeddedWorker,

@@ -56,7 +56,6 @@ async def test_one_profile_per_user_id_and_later_traits_win(
 async def test_an_older_identify_arriving_late_only_fills_gaps(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -91,7 +90,6 @@ async def test_an_older_identify_arriving_late_only_fills_gaps(
 async def test_email_and_phone_are_normalised_and_bad_numbers_flagged(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -138,7 +136,6 @@ async def test_email_and_phone_are_normalised_and_bad_numbers_flagged(
 async def test_timezone_and_locale_from_context_and_traits_are_validated(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -184,7 +181,6 @@ async def test_timezone_and_locale_from_context_and_traits_are_validated(
 async def test_first_and_last_seen_follow_event_times_not_arrival(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -203,7 +199,6 @@ async def test_first_and_last_seen_follow_event_times_not_arrival(
 async def test_anonymous_activity_is_attached_on_identify_with_its_history(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -247,7 +242,6 @@ async def test_anonymous_activity_is_attached_on_identify_with_its_history(
 async def test_alias_attaches_the_previous_id_and_its_history(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -311,7 +305,6 @@ async def test_alias_attaches_the_previous_id_and_its_history(
 async def test_admin_api_needs_the_bearer_token(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -347,7 +340,6 @@ async def test_admin_api_needs_the_bearer_token(
 async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
@@ -404,7 +396,6 @@ async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
 async def test_delete_erases_personal_data_and_keeps_a_tombstone(
     client: httpx.AsyncClient,
     write_key: str,
-    engine: Engine,
     admin: dict[str, str],
     embedded: EmbeddedWorker,
 ) -> None:
