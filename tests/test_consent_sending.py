@@ -32,7 +32,7 @@ from tests.helpers.consent import (
 )
 from tests.helpers.engine import db_messages
 from tests.helpers.rules import RulePack
-from tests.helpers.waiting import UNSETTLED, EmbeddedWorker
+from tests.helpers.waiting import EmbeddedWorker
 
 LINKS = Links("https://lifeline.example", SECRET)
 
@@ -189,10 +189,10 @@ def test_an_invitation_is_not_held_back_by_the_inviters_subscriptions(
     assert try_to_send(engine, rules_dir, invitation) == SENDS
 
 
-def last_status(engine: Engine, rule: str) -> tuple[str, str | None]:
-    """The status and reason of the rule's latest message, which must have settled."""
-    found = [m for m in db_messages(engine) if m.rule_id == rule]
-    assert found and found[-1].status not in UNSETTLED, [(m.id, m.status) for m in found]
+async def last_status(embedded: EmbeddedWorker, rule: str) -> tuple[str, str | None]:
+    """The status and reason of the rule's latest message, once every message has settled."""
+    found = [m for m in await embedded.settled(1) if m.rule_id == rule]
+    assert found, rule
     return found[-1].status, found[-1].status_reason
 
 
@@ -211,7 +211,7 @@ async def test_the_one_click_header_of_a_sent_email_stops_later_messages_of_its_
     ]
     await send(client, write_key, "batch", {"batch": batch})
     await embedded.processed(2)
-    assert last_status(engine, "welcome")[0] == "sent"
+    assert (await last_status(embedded, "welcome"))[0] == "sent"
     [welcome] = [m for m in db_messages(engine) if m.rule_id == "welcome"]
     assert welcome.provider_message_id is not None
 
@@ -229,8 +229,8 @@ async def test_the_one_click_header_of_a_sent_email_stops_later_messages_of_its_
     await send(client, write_key, "track", {"userId": "u-1", "event": "Product Used"})
     await send(client, write_key, "track", {"userId": "u-1", "event": "App Opened"})
     await embedded.processed(4)
-    assert last_status(engine, "nudge") == (
+    assert await last_status(embedded, "nudge") == (
         "skipped",
         "unsubscribed from email: activation",
     )
-    assert last_status(engine, "winback")[0] == "sent"  # recall: still subscribed
+    assert (await last_status(embedded, "winback"))[0] == "sent"  # recall: still subscribed

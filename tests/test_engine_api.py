@@ -99,8 +99,7 @@ async def test_a_users_stage_history_decisions_and_message(
     assert found[0]["reason"] == "email 'welcome'"
 
     # The embedded worker sends it through the local provider, into the outbox.
-    await embedded.join()
-    [message] = db_messages(engine)
+    [message] = await embedded.settled(1)
     assert (message.rule_id, message.channel, message.template, message.status) == (
         "welcome",
         "email",
