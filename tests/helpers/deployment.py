@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from service.kit.db import create_sync_engine
-from tests.helpers.api import ADMIN_TOKEN
+from tests.helpers.api import ADMIN_TOKEN, stored_and_processed
 from tests.helpers.polling import eventually
 from tests.helpers.services import require_service
 
@@ -180,11 +180,7 @@ class Deployment:
 
     def counts(self) -> tuple[int, int]:
         """(events stored, events processed)."""
-        with self.db().connect() as conn:
-            total, done = conn.execute(
-                text("SELECT count(*), count(processed_at) FROM events")
-            ).one()
-        return int(total), int(done)
+        return stored_and_processed(self.db())
 
     def wait_all_processed(self, expected: int, timeout: float) -> None:
         def counts() -> tuple[int, int]:
