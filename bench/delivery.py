@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.receiver import LeanReceiver  # noqa: E402
 from service.kit.settings import Settings  # noqa: E402
-from tests.engine_helpers import settled, write_rules  # noqa: E402
-from tests.test_e2e_processes import (  # noqa: E402
+from tests.helpers.deployment import (  # noqa: E402
     Processes,
     clean_env,
     free_port,
     wait_for_http,
-    wait_until,
 )
+from tests.helpers.polling import eventually  # noqa: E402
+from tests.helpers.rules import WELCOME, RulePack  # noqa: E402
 from workers import events  # noqa: E402
 from workers.actors import build_runtime  # noqa: E402
 
@@ -51,14 +51,6 @@ BIN = Path(sys.executable).parent
 PG = "postgresql://postgres@127.0.0.1:5432"
 DB_NAME = "lifeline_bench_delivery"
 REDIS = "redis://127.0.0.1:6379/12"
-RULES = """
-rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
-"""
 
 
 def fresh_database() -> str:
@@ -74,9 +66,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path, receiver: LeanReceiver):
         self.args, self.receiver = args, receiver
         self.database_url = fresh_database()
-        rules = write_rules(workdir / "rules", RULES)
-        for path in rules.rglob("*.yaml"):
-            settled(path)
+        rules = RulePack(workdir / "rules").rules(WELCOME).settled().write()
         self.env = clean_env(
             LIFELINE_DATABASE_URL=self.database_url,
             LIFELINE_BROKER_URL=REDIS,
@@ -123,10 +113,13 @@ class Bench:
             return int(conn.scalar(text(sql)) or 0)
 
     def wait_sent(self, expected: int, timeout: float) -> None:
-        def done() -> bool:
-            return self.scalar("SELECT count(*) FROM messages WHERE status = 'sent'") >= expected
-
-        wait_until(done, timeout, f"{expected} messages sent", 0.05)
+        eventually(
+            lambda: self.scalar("SELECT count(*) FROM messages WHERE status = 'sent'"),
+            until=lambda sent: sent >= expected,
+            timeout=timeout,
+            interval=0.05,
+            what=f"{expected} messages sent",
+        )
 
     def check_calls(self, expected: int) -> str:
         messages = self.scalar("SELECT count(*) FROM messages")
@@ -223,11 +216,12 @@ def latency(bench: Bench, write_key: str, backlog_sent: int) -> None:
         c for c in sign_ups(tag, count, dt.datetime.now(dt.UTC)) if c["type"] == "identify"
     ]
     bench.post(write_key, identified)  # who they are first; their sign-ups come paced
-    wait_until(
-        lambda: bench.scalar("SELECT count(*) FROM events WHERE processed_at IS NULL") == 0,
-        120,
-        "the identifies to be processed",
-        0.2,
+    eventually(
+        lambda: bench.scalar("SELECT count(*) FROM events WHERE processed_at IS NULL"),
+        until=lambda unprocessed: unprocessed == 0,
+        timeout=120,
+        interval=0.2,
+        what="the identifies to be processed (events left)",
     )
     began = time.monotonic()
     sent_at = asyncio.run(paced(bench, write_key, tag, count))

@@ -2,7 +2,7 @@
 loopback that answers every POST with 200 and a JSON id after a fixed delay, and records each
 call's Idempotency-Key, message id and arrival time.
 
-The tests' threaded receiver (tests/process_helpers.py) can also fail and hang on purpose; this
+The tests' threaded receiver (tests/helpers/processes.py) can also fail and hang on purpose; this
 one only answers, cheaply, so the benchmark measures Lifeline rather than the stand-in (a real
 provider runs on other machines).
 """

@@ -1,79 +1,31 @@
 """Fixtures: every API test runs on the embedded default (SQLite) and on PostgreSQL.
 
 PostgreSQL and Redis tests skip when those services are down, unless
-LIFELINE_TEST_SERVICES=required (as in CI), where they fail instead.
+LIFELINE_TEST_SERVICES=required (as in CI), where they fail instead. Helpers that are not
+fixtures live in tests/helpers/.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import socket
-import threading
-import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
+import dramatiq
 import httpx
 import pytest
-import uvicorn
-from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
 from fastapi import FastAPI
-from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
 
-import service.models  # noqa: F401  (every table on Base.metadata)
-from service.ingest.sources import create_source
-from service.kit.db import Base, create_sync_engine, unit_of_work
+import workers.api
+from service.kit.db import create_sync_engine
 from service.kit.settings import Settings
-from service.models import Event
+from tests.helpers.api import ADMIN_TOKEN, LiveServer, new_write_key
+from tests.helpers.deployment import BrokerRedis, Processes, broker_redis_in
+from tests.helpers.services import create_schema, fresh_postgres_database
+from tests.helpers.waiting import EmbeddedWorker
 from workers.api import create_api
-
-PG_ADMIN_URL = os.environ.get("LIFELINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("LIFELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-ADMIN_TOKEN = "test-admin-token"
-SERVICES_REQUIRED = os.environ.get("LIFELINE_TEST_SERVICES") == "required"
-
-HEAD = ScriptDirectory.from_config(
-    AlembicConfig(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
-).get_current_head()
-
-
-def _reachable(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-        return True
-    return False
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    if _reachable(host, port):
-        return
-    message = f"{name} is not reachable on {host}:{port}"
-    if SERVICES_REQUIRED:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@contextlib.contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards; yields its URL."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    name = f"lifeline_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from workers.runtime import Runtime
+from workers.worker import start_worker
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -81,23 +33,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """An empty database with Lifeline's schema, on each backend."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'lifeline.db'}"
-        _create_schema(url)
+        create_schema(url)
         yield url
         return
     with fresh_postgres_database() as url:
-        _create_schema(url)
+        create_schema(url)
         yield url
-
-
-def _create_schema(url: str) -> None:
-    """The models' tables, marked as at the latest migration (tests/test_migrations.py proves
-    the migrations build the same schema)."""
-    engine = create_sync_engine(url)
-    Base.metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
-        conn.execute(text("INSERT INTO alembic_version VALUES (:head)"), {"head": HEAD})
-    engine.dispose()
 
 
 @pytest.fixture
@@ -130,21 +71,43 @@ def engine(settings: Settings) -> Iterator[Engine]:
     engine.dispose()
 
 
-def new_write_key(engine: Engine, name: str | None = None) -> str:
-    with unit_of_work(engine) as uow:
-        return create_source(uow.session, name or f"source-{uuid.uuid4().hex[:8]}").write_key
-
-
 @pytest.fixture
 def write_key(engine: Engine) -> str:
     return new_write_key(engine, "web")
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+def embedded_workers(monkeypatch: pytest.MonkeyPatch) -> list[dramatiq.Worker]:
+    """The workers that workers.api starts beside an app on the in-process broker, kept so
+    that tests can join them (workers.api holds on to them itself; the function it starts
+    them with is the one place to see them from outside)."""
+    started: list[dramatiq.Worker] = []
+
+    def start_and_keep(runtime: Runtime, threads: int) -> dramatiq.Worker:
+        worker = start_worker(runtime, threads)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(workers.api, "start_worker", start_and_keep)
+    return started
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, embedded_workers: list[dramatiq.Worker]
+) -> AsyncIterator[FastAPI]:
     app = create_api(settings)
     async with app.router.lifespan_context(app):
         yield app
+
+
+@pytest.fixture
+def embedded(
+    app: FastAPI, embedded_workers: list[dramatiq.Worker], engine: Engine
+) -> EmbeddedWorker:
+    """The app's embedded worker: `await embedded.join()` waits for the jobs handed to it."""
+    [worker] = embedded_workers
+    return EmbeddedWorker(worker, app.state.lifeline.dispatcher, engine)
 
 
 @pytest.fixture
@@ -159,52 +122,31 @@ def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def events(engine: Engine) -> list[Event]:
-    with unit_of_work(engine) as uow:
-        return list(uow.session.scalars(select(Event).order_by(Event.id)))
-
-
-async def wait_processed(engine: Engine, count: int, timeout: float = 10.0) -> list[Event]:
-    """Wait until `count` events exist and all are processed; returns them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await asyncio.to_thread(events, engine)
-        if len(rows) >= count and all(e.processed_at for e in rows):
-            return rows
-        if time.monotonic() > deadline:
-            done = sum(1 for e in rows if e.processed_at)
-            raise AssertionError(f"{done}/{len(rows)} events processed, expected {count}")
-        await asyncio.sleep(0.05)
-
-
-class LiveServer:
-    """The app served by uvicorn on a free loopback port, in a thread (for real HTTP clients)."""
-
-    def __init__(self, app: FastAPI):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[LiveServer]:
     with LiveServer(create_api(settings)) as server:
         yield server
+
+
+# --- Real processes (tests/test_e2e_processes.py, tests/test_delivery_faults.py) -------------
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path / "logs")
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def broker_redis(tmp_path: Path) -> Iterator[BrokerRedis]:
+    with broker_redis_in(tmp_path) as broker:
+        yield broker

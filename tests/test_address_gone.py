@@ -18,7 +18,7 @@ from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device
-from tests.consent_helpers import (
+from tests.helpers.consent import (
     RULES,
     add_device,
     add_message,
@@ -29,8 +29,8 @@ from tests.consent_helpers import (
     subscriptions,
     suppressions,
 )
-from tests.delivery_helpers import FakeProvider, claim_at
-from tests.engine_helpers import write_rules
+from tests.helpers.delivery import FakeProvider, claim_at
+from tests.helpers.rules import RulePack
 from workers.actors import build_runtime
 from workers.delivery import send_message
 from workers.runtime import Runtime
@@ -40,7 +40,7 @@ PHONE = "+14155550100"
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 @pytest.fixture

@@ -12,13 +12,16 @@ import rudderstack.analytics as rudderstack
 import segment.analytics as segment
 from sqlalchemy.engine import Engine
 
-from tests.conftest import ADMIN_TOKEN, LiveServer, events, wait_processed
+from tests.helpers.api import ADMIN_TOKEN, LiveServer, events
+from tests.helpers.waiting import wait_processed
 
 LIBRARIES = {"segment": segment.Client, "rudderstack": rudderstack.Client}
 T0 = dt.datetime(2024, 3, 1, 10, 0, tzinfo=dt.UTC)
 
 
-def _client(library: str, write_key: str, server: LiveServer, errors: list[Any], **options: Any):
+def _client(
+    library: str, write_key: str, server: LiveServer, errors: list[Any], **options: Any
+) -> Any:  # segment.Client or rudderstack.Client: neither library ships type hints
     def on_error(error: Exception, batch: list[dict[str, Any]]) -> None:
         errors.append((error, batch))
 

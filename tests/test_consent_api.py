@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.conftest import wait_processed
-from tests.consent_helpers import add_user, subscriptions, suppressions
-from tests.helpers import send
+from tests.helpers.api import send
+from tests.helpers.consent import add_user, subscriptions, suppressions
+from tests.helpers.waiting import EmbeddedWorker
 
 
 async def subscribe(
@@ -242,19 +242,23 @@ async def test_erasing_a_person_takes_their_addresses_off_the_list(
 
 
 async def test_a_profile_merge_keeps_the_later_of_two_conflicting_choices(
-    client: httpx.AsyncClient, engine: Engine, admin: dict[str, str], write_key: str
+    client: httpx.AsyncClient,
+    engine: Engine,
+    admin: dict[str, str],
+    write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
     for user_id in ("guest-1", "member-1"):
         identify = {"userId": user_id, "traits": {"email": f"{user_id}@example.com"}}
         await send(client, write_key, "identify", identify)
-    await wait_processed(engine, 2)
+    await embedded.processed(2)
     await subscribe(client, admin, "member-1", channel="email", topic="recall", subscribed=False)
     await subscribe(client, admin, "guest-1", channel="sms", topic="*", subscribed=False)
     await subscribe(client, admin, "guest-1", channel="email", topic="recall", subscribed=True)
 
     alias = {"previousId": "guest-1", "userId": "member-1"}
     await send(client, write_key, "alias", alias)
-    await wait_processed(engine, 3)
+    await embedded.processed(3)
 
     merged = await client.get("/v1/users/member-1/subscriptions", headers=admin)
     assert merged.status_code == 200, merged.text

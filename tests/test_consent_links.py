@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.consent_helpers import (
+from tests.helpers.consent import (
     ONE_CLICK,
     add_message,
     add_user,

@@ -4,7 +4,6 @@ messages ignore subscriptions but not bounces, complaints or an operator's block
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email
 from email import policy
@@ -20,8 +19,8 @@ from service.delivery.service import Links, claim
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import User
-from tests.conftest import wait_processed
-from tests.consent_helpers import (
+from tests.helpers.api import send
+from tests.helpers.consent import (
     ONE_CLICK,
     RULES,
     SECRET,
@@ -31,15 +30,16 @@ from tests.consent_helpers import (
     index_for,
     message_row,
 )
-from tests.engine_helpers import db_messages, write_rules
-from tests.helpers import send
+from tests.helpers.engine import db_messages
+from tests.helpers.rules import RulePack
+from tests.helpers.waiting import EmbeddedWorker
 
 LINKS = Links("https://lifeline.example", SECRET)
 
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 def set_subscription(engine: Engine, profile_id: int, channel: str, topic: str, on: bool) -> None:
@@ -189,18 +189,19 @@ def test_an_invitation_is_not_held_back_by_the_inviters_subscriptions(
     assert try_to_send(engine, rules_dir, invitation) == SENDS
 
 
-async def wait_status(engine: Engine, rule: str, timeout: float = 10.0) -> tuple[str, str | None]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = [m for m in await asyncio.to_thread(db_messages, engine) if m.rule_id == rule]
-        if found and found[-1].status not in ("queued", "sending"):
-            return found[-1].status, found[-1].status_reason
-        assert asyncio.get_running_loop().time() < deadline, [(m.id, m.status) for m in found]
-        await asyncio.sleep(0.05)
+async def last_status(embedded: EmbeddedWorker, rule: str) -> tuple[str, str | None]:
+    """The status and reason of the rule's latest message, once every message has settled."""
+    found = [m for m in await embedded.settled(1) if m.rule_id == rule]
+    assert found, rule
+    return found[-1].status, found[-1].status_reason
 
 
 async def test_the_one_click_header_of_a_sent_email_stops_later_messages_of_its_topic(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    engine: Engine,
+    write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
     """End to end with the embedded worker: the List-Unsubscribe header in the outbox works,
     and the next message of that topic is skipped with the reason."""
@@ -209,8 +210,8 @@ async def test_the_one_click_header_of_a_sent_email_stops_later_messages_of_its_
         {"type": "track", "userId": "u-1", "event": "Signed Up"},
     ]
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, 2)
-    assert (await wait_status(engine, "welcome"))[0] == "sent"
+    await embedded.processed(2)
+    assert (await last_status(embedded, "welcome"))[0] == "sent"
     [welcome] = [m for m in db_messages(engine) if m.rule_id == "welcome"]
     assert welcome.provider_message_id is not None
 
@@ -227,9 +228,9 @@ async def test_the_one_click_header_of_a_sent_email_stops_later_messages_of_its_
 
     await send(client, write_key, "track", {"userId": "u-1", "event": "Product Used"})
     await send(client, write_key, "track", {"userId": "u-1", "event": "App Opened"})
-    await wait_processed(engine, 4)
-    assert await wait_status(engine, "nudge") == (
+    await embedded.processed(4)
+    assert await last_status(embedded, "nudge") == (
         "skipped",
         "unsubscribed from email: activation",
     )
-    assert (await wait_status(engine, "winback"))[0] == "sent"  # recall: still subscribed
+    assert (await last_status(embedded, "winback"))[0] == "sent"  # recall: still subscribed

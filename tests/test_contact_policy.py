@@ -18,11 +18,11 @@ from sqlalchemy.engine import Engine
 from service.delivery.providers import Sent
 from service.delivery.service import record_result, set_status
 from service.engine.index import RuleIndex
-from service.engine.loader import load_rules
 from service.kit.db import unit_of_work
-from service.models import Message
-from tests.delivery_helpers import claim_at, minutes, profile_id
-from tests.engine_helpers import START, db_messages, identify, index_of, ingest, track, write_rules
+from service.models import Message, MessageStatus
+from tests.helpers.delivery import claim_at, minutes, profile_id
+from tests.helpers.engine import START, db_messages, identify, ingest, track
+from tests.helpers.rules import RulePack
 
 RULES = """
 rules:
@@ -44,7 +44,7 @@ DAY = dt.timedelta(days=1)
 
 
 def rules_index(folder: Path, policy: str) -> RuleIndex:
-    return index_of(load_rules(write_rules(folder, RULES, policy=policy)))
+    return RulePack(folder).policy(policy).rules(RULES).index()
 
 
 def message_of(engine: Engine, user_id: str, rule_id: str) -> int:
@@ -67,7 +67,7 @@ def sent(engine: Engine, index: RuleIndex, user_id: str, claimed: dt.datetime) -
     return found
 
 
-def reported(engine: Engine, message_id: int, status: str, at: dt.datetime) -> None:
+def reported(engine: Engine, message_id: int, status: MessageStatus, at: dt.datetime) -> None:
     """A delivery report moves the message on."""
     with unit_of_work(engine) as uow:
         row = uow.session.get(Message, message_id)
@@ -76,7 +76,12 @@ def reported(engine: Engine, message_id: int, status: str, at: dt.datetime) -> N
 
 
 def opened_hours_later(engine: Engine, index: RuleIndex, user_id: str) -> None:
-    reported(engine, sent(engine, index, user_id, START), "opened", START + dt.timedelta(hours=20))
+    reported(
+        engine,
+        sent(engine, index, user_id, START),
+        MessageStatus.OPENED,
+        START + dt.timedelta(hours=20),
+    )
 
 
 def skipped_at_its_claim(engine: Engine, index: RuleIndex, user_id: str) -> None:
@@ -86,7 +91,7 @@ def skipped_at_its_claim(engine: Engine, index: RuleIndex, user_id: str) -> None
 
 
 def bounced(engine: Engine, index: RuleIndex, user_id: str) -> None:
-    reported(engine, sent(engine, index, user_id, START), "bounced", START + minutes(5))
+    reported(engine, sent(engine, index, user_id, START), MessageStatus.BOUNCED, START + minutes(5))
 
 
 def claimed_three_hours_late(engine: Engine, index: RuleIndex, user_id: str) -> None:

@@ -19,18 +19,13 @@ from service.delivery.links import LINK_LIFETIME_SECONDS, secret_key, verify
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device, Message
-from tests.conftest import wait_processed
-from tests.delivery_helpers import history, profile_id, wait_settled
-from tests.engine_helpers import put, write_rules
-from tests.helpers import send
+from tests.helpers.api import send
+from tests.helpers.delivery import history, profile_id
+from tests.helpers.rules import WELCOME, RulePack
+from tests.helpers.waiting import EmbeddedWorker
 
 RULES = """
 rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
   - id: receipt
     category: retention
     transactional: true
@@ -44,13 +39,13 @@ rules:
       - send: {channel: sms, template: nudge}
       - send: {channel: push, template: reminder}
 """
-WELCOME = """
+WELCOME_EMAIL = """
 email:
   subject: "Welcome to Lifeline"
   html: '<h1>Welcome</h1><p>Start <a href="https://example.com/start">here</a>.</p>
     <p><a href="{{ links.unsubscribe }}">Unsubscribe</a></p>'
 """
-RECEIPT = """
+RECEIPT_EMAIL = """
 email: {subject: "Your receipt", html: "<p>Paid: <b>12 EUR</b></p>", text: "Paid: 12 EUR"}
 """
 PHONE = "+14155550100"
@@ -58,10 +53,14 @@ PHONE = "+14155550100"
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = write_rules(tmp_path / "rules", RULES)
-    put(folder, "templates/welcome.yaml", WELCOME)
-    put(folder, "templates/receipt.yaml", RECEIPT)
-    return folder
+    return (
+        RulePack(tmp_path / "rules")
+        .rules(WELCOME)
+        .rules(RULES)
+        .template("welcome", WELCOME_EMAIL)
+        .template("receipt", RECEIPT_EMAIL)
+        .write()
+    )
 
 
 async def identify_and_track(
@@ -105,10 +104,14 @@ def assert_history_moves_forward(engine: Engine, message: Message) -> None:
 
 
 async def test_a_sign_up_sends_one_email_with_one_click_unsubscribe(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    engine: Engine,
+    write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
     await identify_and_track(client, write_key, "Signed Up")
-    [message] = await wait_settled(engine, 1)
+    [message] = await embedded.settled(1)
     assert (message.rule_id, message.status) == ("welcome", "sent")
     [path] = outbox(settings, [message])
     assert path.suffix == ".eml"
@@ -158,10 +161,13 @@ async def test_a_sign_up_sends_one_email_with_one_click_unsubscribe(
 
 
 async def test_a_transactional_email_has_no_unsubscribe_headers(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
     await identify_and_track(client, write_key, "Order Completed")
-    [message] = await wait_settled(engine, 1)
+    [message] = await embedded.settled(1)
     assert (message.rule_id, message.status) == ("receipt", "sent")
     [path] = outbox(settings, [message])
 
@@ -173,11 +179,15 @@ async def test_a_transactional_email_has_no_unsubscribe_headers(
 
 
 async def test_sms_and_push_are_written_as_json(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    engine: Engine,
+    write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
     identify = {"type": "identify", "userId": "u-1", "traits": {"phone": PHONE}}
     await send(client, write_key, "batch", {"batch": [identify]})
-    await wait_processed(engine, 1)
+    await embedded.processed(1)
     with unit_of_work(engine) as uow:
         device = Device(
             profile_id=profile_id(engine, "u-1"),
@@ -188,7 +198,7 @@ async def test_sms_and_push_are_written_as_json(
         uow.session.add(device)
     await send(client, write_key, "track", {"userId": "u-1", "event": "App Opened"})
 
-    sms, push = await wait_settled(engine, 2)
+    sms, push = await embedded.settled(2)
     assert [(m.channel, m.status) for m in (sms, push)] == [("sms", "sent"), ("push", "sent")]
     sms_file, push_file = outbox(settings, [sms, push])
     assert json.loads(sms_file.read_text()) == {

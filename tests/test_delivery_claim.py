@@ -13,10 +13,9 @@ from service.delivery.links import verify
 from service.delivery.providers import Sent
 from service.delivery.service import record_result
 from service.engine.index import RuleIndex
-from service.engine.loader import load_rules
 from service.kit.db import async_unit_of_work, create_async_db_engine, unit_of_work
 from service.processing.erasure import erase
-from tests.delivery_helpers import (
+from tests.helpers.delivery import (
     LINKS,
     claim_at,
     history,
@@ -25,16 +24,8 @@ from tests.delivery_helpers import (
     profile_id,
     statuses,
 )
-from tests.engine_helpers import (
-    START,
-    db_messages,
-    identify,
-    index_of,
-    ingest,
-    put,
-    track,
-    write_rules,
-)
+from tests.helpers.engine import START, db_messages, identify, ingest, track
+from tests.helpers.rules import QUIET_NIGHTS, RulePack
 
 RULES = """
 rules:
@@ -63,20 +54,14 @@ rules:
     steps:
       - send: {channel: email, template: receipt}
 """
-QUIET_NIGHTS = "quiet_hours: {start: '21:00', end: '08:00'}"
 NIGHT = START.replace(hour=22)  # 22:00 UTC: quiet hours for a user in UTC
 PHONE = "+14155550100"
 
 
 def rules_index(folder: Path, policy: str = QUIET_NIGHTS) -> RuleIndex:
-    write_rules(folder, RULES, policy=policy)
     # Printing a trait with no default fails to render for a user who lacks it.
-    put(
-        folder,
-        "templates/receipt.yaml",
-        'email: {subject: "Receipt", html: "<p>Hi {{ user.traits.first_name }}</p>"}',
-    )
-    return index_of(load_rules(folder))
+    receipt = 'email: {subject: "Receipt", html: "<p>Hi {{ user.traits.first_name }}</p>"}'
+    return RulePack(folder).policy(policy).rules(RULES).template("receipt", receipt).index()
 
 
 @pytest.fixture

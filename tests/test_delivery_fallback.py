@@ -11,20 +11,11 @@ from sqlalchemy.engine import Engine
 
 from service.delivery import consent
 from service.engine.index import RuleIndex
-from service.engine.loader import load_rules
 from service.kit.db import unit_of_work
 from service.models import User
-from tests.delivery_helpers import claim_at, history, message, minutes, profile_id
-from tests.engine_helpers import (
-    EVENTS,
-    START,
-    db_messages,
-    identify,
-    index_of,
-    ingest,
-    track,
-    write_rules,
-)
+from tests.helpers.delivery import claim_at, history, message, minutes, profile_id
+from tests.helpers.engine import START, db_messages, identify, ingest, track
+from tests.helpers.rules import RulePack
 
 RULES = """
 rules:
@@ -44,7 +35,7 @@ PHONE = "+14155550100"
 
 @pytest.fixture
 def index(tmp_path: Path) -> RuleIndex:
-    return index_of(load_rules(write_rules(tmp_path / "rules", RULES, events=(*EVENTS, "Invited"))))
+    return RulePack(tmp_path / "rules").events("Invited").rules(RULES).index()
 
 
 def unsubscribe(engine: Engine, channel: str) -> None:

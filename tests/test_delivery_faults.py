@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import signal
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,31 +23,20 @@ from sqlalchemy import text
 
 from service.kit.jobs import SEND_MESSAGE
 from service.kit.settings import Settings
-from tests.engine_helpers import settled, write_rules
-from tests.process_helpers import Receiver
-from tests.test_e2e_processes import (  # noqa: F401 (fixtures, requested by name below)
+from tests.helpers.deployment import (
     BrokerRedis,
     Deployment,
     Process,
     Processes,
-    broker_redis,
     deployed,
-    pg_url,
-    procs,
-    wait_until,
 )
+from tests.helpers.polling import eventually
+from tests.helpers.processes import Receiver
+from tests.helpers.rules import WELCOME, RulePack
 from workers import events
 from workers.actors import build_runtime
 
 SECRET = "faults-webhook-secret"
-RULES = """
-rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
-"""
 
 
 @dataclass
@@ -99,19 +89,14 @@ class WebhookDeployment(Deployment):
             return {int(i): s for i, s in conn.execute(text("SELECT id, status FROM messages"))}
 
     def wait_all_sent(self, users: int, timeout: float = 40) -> dict[int, str]:
-        def check() -> dict[int, str] | None:
-            found = self.message_statuses()
-            done = len(found) == users and set(found.values()) == {"sent"}
-            return found if done else None
-
-        try:
-            found: dict[int, str] = wait_until(check, timeout, f"{users} messages sent", 0.1)
-        except AssertionError as exc:
-            counts: dict[str, int] = {}
-            for status in self.message_statuses().values():
-                counts[status] = counts.get(status, 0) + 1
-            raise AssertionError(f"{exc}; messages by status: {counts}") from None
-        return found
+        eventually(
+            lambda: Counter(self.message_statuses().values()),
+            until=lambda by_status: by_status == {"sent": users},
+            timeout=timeout,
+            interval=0.1,
+            what=f"{users} messages sent (messages by status)",
+        )
+        return self.message_statuses()
 
     def retries(self) -> list[str]:
         """The detail of every status change back to queued after a provider error."""
@@ -146,7 +131,11 @@ class Setup:
         """Every intended message sent, and received under its key exactly once."""
         sent = self.deployment.wait_all_sent(users)
         keys = {f"lifeline-message-{message_id}" for message_id in sent}
-        wait_until(lambda: self.receiver.in_flight == 0, 10, "the receiver to answer")
+        eventually(
+            lambda: self.receiver.in_flight,
+            until=lambda in_flight: in_flight == 0,
+            what="the receiver to answer (calls in flight)",
+        )
         assert self.receiver.delivered() == keys
         assert all(call.signed for call in self.receiver.calls)
         assert {call.key for call in self.receiver.calls} == keys  # no stray calls
@@ -158,9 +147,8 @@ def setup_with(request: pytest.FixtureRequest, receiver: Receiver) -> Iterator[S
     processes: Processes = request.getfixturevalue("procs")
     database: str = request.getfixturevalue("pg_url")
     broker: BrokerRedis = request.getfixturevalue("broker_redis")
-    rules = write_rules(tmp_path / "rules", RULES)
-    for path in rules.rglob("*.yaml"):  # loads at once, not after the settling time
-        settled(path)
+    # Settled: the processes load the rules at once, not after the settling time.
+    rules = RulePack(tmp_path / "rules").rules(WELCOME).settled().write()
     extra = {
         "LIFELINE_RULES_DIR": str(rules),
         "LIFELINE_SECRET_KEY": "faults-secret-key",
@@ -213,11 +201,12 @@ def test_a_worker_killed_mid_send_leaves_nothing_unsent_or_sent_twice(setup: Set
     setup.start("api", "scheduler")
     setup.deployment.sign_up(users)
     worker = setup.start("worker-killed")["worker-killed"]
-    wait_until(
-        lambda: len(setup.receiver.calls) >= 4 and setup.receiver.in_flight > 0,
-        30,
-        "sends in flight",
-        0.01,
+    eventually(
+        lambda: (len(setup.receiver.calls), setup.receiver.in_flight),
+        until=lambda seen: seen[0] >= 4 and seen[1] > 0,
+        timeout=30,
+        interval=0.01,
+        what="sends in flight (calls, in flight)",
     )
 
     Processes.kill(worker, signal.SIGKILL)
@@ -292,5 +281,9 @@ def test_a_send_job_delivered_more_than_once_calls_the_provider_once(setup: Setu
     setup.start("worker")
 
     setup.assert_each_delivered_once(users)
-    wait_until(lambda: messages_in_broker(setup.broker.url) == 0, 10, "every job to run")
+    eventually(
+        lambda: messages_in_broker(setup.broker.url),
+        until=lambda waiting: waiting == 0,
+        what="every job to run (jobs in the broker)",
+    )
     assert len(setup.receiver.calls) == users

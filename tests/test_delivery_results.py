@@ -12,26 +12,18 @@ from sqlalchemy.engine import Engine
 from service.delivery.providers import ErrorKind, ProviderError, Sent
 from service.delivery.service import backoff, record_result
 from service.engine.index import RuleIndex
-from service.engine.loader import load_rules
 from service.kit.db import unit_of_work
 from service.models import MessageStatus
-from tests.delivery_helpers import claim_at, message, statuses
-from tests.engine_helpers import START, db_messages, identify, index_of, ingest, track, write_rules
+from tests.helpers.delivery import claim_at, message, statuses
+from tests.helpers.engine import START, db_messages, identify, ingest, track
+from tests.helpers.rules import WELCOME, RulePack
 
-RULES = """
-rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
-"""
 SECOND = dt.timedelta(seconds=1)
 
 
 @pytest.fixture
 def index(tmp_path: Path) -> RuleIndex:
-    return index_of(load_rules(write_rules(tmp_path / "rules", RULES)))
+    return RulePack(tmp_path / "rules").rules(WELCOME).index()
 
 
 @pytest.fixture

@@ -29,10 +29,10 @@ from service.delivery.providers import Inbound, Report, WebhookRejected, Webhook
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Event, Message, RuleVersion, User, WebhookEvent
-from tests.conftest import wait_processed
-from tests.consent_helpers import add_message, add_user, message_row, status_history
-from tests.delivery_helpers import wait_settled
-from tests.engine_helpers import db_messages, write_rules
+from tests.helpers.consent import add_message, add_user, message_row, status_history
+from tests.helpers.engine import db_messages
+from tests.helpers.rules import RulePack
+from tests.helpers.waiting import EmbeddedWorker
 
 PUBLIC_URL = "https://lifeline.example"
 SECRET = b"fake-esp-signing-secret"
@@ -374,7 +374,7 @@ async def test_an_unsubscribe_report_leaves_the_messages_topic(
 
 
 async def test_reports_become_events_on_the_users_timeline(
-    client: httpx.AsyncClient, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient, engine: Engine, admin: dict[str, str], embedded: EmbeddedWorker
 ) -> None:
     profile = add_user(engine, "u-1", email="ada@example.com")
     message_id = sent_message(engine, profile, rule="winback")
@@ -387,7 +387,7 @@ async def test_reports_become_events_on_the_users_timeline(
 
     await post_ok(client, *events)
     await post_ok(client, *events)
-    await wait_processed(engine, 2)
+    await embedded.processed(2)
 
     response = await client.get("/v1/users/u-1/events", headers=admin)
     timeline = response.json()["events"]
@@ -418,7 +418,7 @@ rules:
 
 @pytest.mark.parametrize("rules_dir", [OPENED_RULES], indirect=True)
 async def test_a_rule_triggered_by_an_opened_email_fires(
-    client: httpx.AsyncClient, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient, engine: Engine, admin: dict[str, str], embedded: EmbeddedWorker
 ) -> None:
     profile = add_user(engine, "u-1", email="ada@example.com")
     quiet_since = utcnow() - dt.timedelta(days=20)
@@ -432,7 +432,7 @@ async def test_a_rule_triggered_by_an_opened_email_fires(
 
     await post_ok(client, report("ev-1", "opened", message_id))
 
-    messages = await wait_settled(engine, 2)
+    messages = await embedded.settled(2)
     thanks = [m for m in messages if m.rule_id == "thank-opener"]
     assert [(m.template, m.status) for m in thanks] == [("thanks", "sent")]
     assert len(db_messages(engine)) == 2
@@ -445,7 +445,7 @@ def rules_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     rules = getattr(request, "param", None)
     if rules is None:
         return tmp_path / "no-rules"
-    return write_rules(tmp_path / "rules", rules)
+    return RulePack(tmp_path / "rules").rules(rules).write()
 
 
 # --- Amazon SNS's subscription handshake ------------------------------------------------------
@@ -481,7 +481,7 @@ async def test_a_subscription_confirmation_is_fetched_over_https_only(
 
 
 async def test_a_twilio_status_callback_signed_by_twilios_library(
-    client: httpx.AsyncClient, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient, engine: Engine, admin: dict[str, str], embedded: EmbeddedWorker
 ) -> None:
     profile = add_user(engine, "u-1", phone="+14155550100")
     message_id = sent_message(
@@ -502,6 +502,6 @@ async def test_a_twilio_status_callback_signed_by_twilios_library(
     response = await client.post(path, data=stop, headers={"X-Twilio-Signature": signature})
     assert response.status_code == 200, response.text
     assert await subscriptions(client, admin, "u-1") == [("sms", "*", False, "unsubscribe_link")]
-    await wait_processed(engine, 2)
+    await embedded.processed(2)
     timeline = (await client.get("/v1/users/u-1/events", headers=admin)).json()["events"]
     assert [e["name"] for e in timeline] == ["Unsubscribed", "SMS Delivered"]

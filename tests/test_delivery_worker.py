@@ -16,19 +16,15 @@ from service.delivery.service import claim
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
-from tests.delivery_helpers import LINKS, FakeProvider, message, minutes, profile_id, statuses
-from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
+from tests.helpers.delivery import LINKS, FakeProvider, message, minutes, profile_id, statuses
+from tests.helpers.engine import db_messages, identify, ingest, track
+from tests.helpers.rules import QUIET_NIGHTS, WELCOME, RulePack
 from workers.actors import build_runtime
 from workers.delivery import send_message, sweep_messages
 from workers.runtime import Runtime
 
-RULES = """
+CART = """
 rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
   - id: cart
     category: retention
     trigger: {event: Checkout Started}
@@ -39,9 +35,7 @@ rules:
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(
-        tmp_path / "rules", RULES, policy="quiet_hours: {start: '21:00', end: '08:00'}"
-    )
+    return RulePack(tmp_path / "rules").policy(QUIET_NIGHTS).rules(WELCOME).rules(CART).write()
 
 
 class Jobs:

@@ -16,10 +16,9 @@ from sqlalchemy.engine import Engine
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device
-from tests.conftest import wait_processed
-from tests.delivery_helpers import wait_settled
-from tests.engine_helpers import write_rules
-from tests.helpers import send
+from tests.helpers.api import send
+from tests.helpers.rules import RulePack
+from tests.helpers.waiting import EmbeddedWorker
 
 APNS = "a1b2c3d4" * 8
 FCM = "dGVzdC10b2tlbg:APA91bH-abc_def123"
@@ -46,14 +45,16 @@ rules:
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 @pytest.fixture
-async def users(client: httpx.AsyncClient, engine: Engine, write_key: str) -> list[str]:
-    batch = [{"type": "identify", "userId": u, "traits": {}} for u in ("u-1", "u-2")]
+async def users(client: httpx.AsyncClient, write_key: str, embedded: EmbeddedWorker) -> list[str]:
+    batch: list[dict[str, Any]] = [
+        {"type": "identify", "userId": u, "traits": {}} for u in ("u-1", "u-2")
+    ]
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, 2)
+    await embedded.processed(2)
     return ["u-1", "u-2"]
 
 
@@ -292,15 +293,15 @@ async def test_a_registered_browser_gets_its_push(
     settings: Settings,
     client: httpx.AsyncClient,
     admin: dict[str, str],
-    engine: Engine,
     write_key: str,
     users: list[str],
+    embedded: EmbeddedWorker,
 ) -> None:
     response = await register(client, admin, "u-1", "web", SUBSCRIPTION)
     assert response.status_code == 201, response.text
     await send(client, write_key, "track", {"userId": "u-1", "event": "App Opened"})
 
-    [message] = await wait_settled(engine, 1)
+    [message] = await embedded.settled(1)
     assert (message.channel, message.status) == ("push", "sent")
     [path] = settings.outbox_dir.iterdir()
     assert json.loads(path.read_text()) == {

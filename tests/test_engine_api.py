@@ -19,17 +19,10 @@ from service.engine.loader import load_rules
 from service.kit.db import unit_of_work, utcnow
 from service.kit.settings import Settings
 from service.models import Device, User
-from tests.conftest import events, wait_processed
-from tests.engine_helpers import (
-    db_journeys,
-    db_messages,
-    put,
-    run_due_journeys,
-    settled,
-    version_of,
-    write_rules,
-)
-from tests.helpers import get_profile, send
+from tests.helpers.api import events, get_profile, send
+from tests.helpers.engine import db_journeys, db_messages, run_due_journeys
+from tests.helpers.rules import RulePack, settled, version_of, write
+from tests.helpers.waiting import EmbeddedWorker, wait_processed
 
 RULES = """
 rules:
@@ -45,10 +38,9 @@ rules:
 
 @pytest.fixture
 def rules_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    folder = write_rules(tmp_path / "rules", RULES)
-    if getattr(request, "param", None) == "broken":
-        put(folder, "rules.yaml", RULES.replace("template: welcome", "template: welcom"))
-    return folder
+    broken = getattr(request, "param", None) == "broken"
+    rules = RULES.replace("template: welcome", "template: welcom") if broken else RULES
+    return RulePack(tmp_path / "rules").rules(rules).write()
 
 
 async def sign_up(client: httpx.AsyncClient, write_key: str, user_id: str) -> None:
@@ -84,10 +76,11 @@ async def test_a_users_stage_history_decisions_and_message(
     engine: Engine,
     write_key: str,
     rules_dir: Path,
+    embedded: EmbeddedWorker,
 ) -> None:
     await sign_up(client, write_key, "u-1")
     await send(client, write_key, "track", {"userId": "u-1", "event": "Product Used"})
-    await wait_processed(engine, 3)
+    await embedded.processed(3)
 
     profile = await get_profile(client, admin, "u-1")
     assert profile["stage"] == "activated"
@@ -106,11 +99,7 @@ async def test_a_users_stage_history_decisions_and_message(
     assert found[0]["reason"] == "email 'welcome'"
 
     # The embedded worker sends it through the local provider, into the outbox.
-    deadline = asyncio.get_running_loop().time() + 10
-    while (messages := db_messages(engine))[0].status != "sent":
-        assert asyncio.get_running_loop().time() < deadline, messages[0].status_reason
-        await asyncio.sleep(0.05)
-    [message] = messages
+    [message] = await embedded.settled(1)
     assert (message.rule_id, message.channel, message.template, message.status) == (
         "welcome",
         "email",
@@ -127,6 +116,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
     engine: Engine,
     write_key: str,
     rules_dir: Path,
+    embedded: EmbeddedWorker,
 ) -> None:
     live = load_rules(rules_dir)
     status = await rules_status(client, admin)
@@ -134,7 +124,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
     loaded_at = status["loadedAt"]
     assert loaded_at is not None
 
-    put(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: nudgee"))
+    write(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: nudgee"))
     settled(rules_dir / "rules.yaml")
     app.state.lifeline.rules.reload_if_changed()
     status = await rules_status(client, admin)
@@ -143,11 +133,11 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
     assert "rules.yaml:8:" in error and "unknown template 'nudgee'" in error
 
     await sign_up(client, write_key, "u-1")
-    await wait_processed(engine, 2)
+    await embedded.processed(2)
     [message] = db_messages(engine)
     assert (message.template, message.rule_version) == ("welcome", version_of(live, "welcome"))
 
-    put(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: reminder"))
+    write(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: reminder"))
     settled(rules_dir / "rules.yaml")
     app.state.lifeline.rules.reload_if_changed()
     fixed = load_rules(rules_dir)
@@ -175,8 +165,9 @@ async def test_events_wait_unprocessed_until_the_rules_are_fixed(
     assert len(stored) == 2
     assert all(e.processed_at is None for e in stored)
 
-    put(rules_dir, "rules.yaml", RULES)
+    write(rules_dir, "rules.yaml", RULES)
     app.state.lifeline.rules.reload_if_changed()
+    # Retried after a back-off, or sent again by the sweep: polled rather than joined.
     await wait_processed(engine, 2, timeout=15)
     assert [m.template for m in db_messages(engine)] == ["welcome"]
     assert (await get_profile(client, admin, "u-1"))["stage"] == "new"
@@ -188,9 +179,10 @@ async def test_an_erased_user_enters_nothing_and_gets_nothing_more(
     admin: dict[str, str],
     engine: Engine,
     write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
     await sign_up(client, write_key, "u-1")
-    await wait_processed(engine, 2)
+    await embedded.processed(2)
     with unit_of_work(engine) as uow:
         profile_id = uow.session.scalar(select(User.id).where(User.user_id == "u-1"))
         assert profile_id is not None
@@ -217,7 +209,7 @@ async def test_an_erased_user_enters_nothing_and_gets_nothing_more(
 
     # A new sign-up of the erased id enters no journey.
     await send(client, write_key, "track", {"userId": "u-1", "event": "Signed Up"})
-    await wait_processed(engine, 3)
+    await embedded.processed(3)
     assert len(db_journeys(engine)) == 1
     since_erased = (await decisions(client, admin, "u-1"))[:-before]
     assert [(d["outcome"], d["reason"]) for d in since_erased] == [("ended", "the user was erased")]

@@ -13,16 +13,8 @@ from sqlalchemy.engine import Engine
 from service.cli import main
 from service.engine.loader import load_rules
 from service.kit.settings import get_settings
-from tests.engine_helpers import (
-    START,
-    identify,
-    index_of,
-    ingest,
-    put,
-    track,
-    version_of,
-    write_rules,
-)
+from tests.helpers.engine import START, identify, index_of, ingest, track
+from tests.helpers.rules import QUIET_NIGHTS, RulePack, version_of, write
 
 RULES = """
 rules:
@@ -35,8 +27,6 @@ rules:
       - send: {channel: sms, template: nudge}
 """
 
-QUIET = 'quiet_hours: {start: "21:00", end: "08:00"}'
-
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
@@ -46,7 +36,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES, policy=QUIET)
+    return RulePack(tmp_path / "rules").policy(QUIET_NIGHTS).rules(RULES).write()
 
 
 @pytest.fixture
@@ -128,7 +118,7 @@ def test_simulate_exit_codes(
     code, _, err = run(capsys, "rules", "simulate", str(folder), "--events", str(bad_time))
     assert code == 1 and "line 1: 'next tuesday' is neither a time" in err
 
-    put(folder, "rules.yaml", RULES.replace("template: nudge", "template: nudgy"))
+    write(folder, "rules.yaml", RULES.replace("template: nudge", "template: nudgy"))
     code, out, err = run(capsys, "rules", "simulate", str(folder), "--events", str(timeline))
     assert code == 1 and out == ""
     assert "unknown template 'nudgy'" in err and "1 errors in" in err
@@ -168,13 +158,13 @@ def test_rules_test_passes_and_fails(capsys: pytest.CaptureFixture[str], folder:
     assert code == 1  # no tests at all is no green light
     assert out.strip().endswith("0 passed, 0 failed")
 
-    put(folder, "tests/welcome.yaml", PASSING)
+    write(folder, "tests/welcome.yaml", PASSING)
     code, out, _ = run(capsys, "rules", "test", str(folder))
     assert code == 0, out
     assert "PASS" in out and "welcome, then a nudge a day later" in out
     assert out.strip().endswith("1 passed, 0 failed")
 
-    put(folder, "tests/no-phone.yaml", FAILING)
+    write(folder, "tests/no-phone.yaml", FAILING)
     code, out, _ = run(capsys, "rules", "test", str(folder))
     assert code == 1
     assert "FAIL" in out and "no phone, no sms" in out

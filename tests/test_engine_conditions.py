@@ -10,20 +10,19 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     contactable,
     db_journeys,
     db_messages,
     identify,
-    index_of,
     ingest,
     reasons,
-    ruleset,
     run,
     sends,
     track,
 )
+from tests.helpers.rules import RulePack
 
 
 def where_rule(condition: dict[str, Any]) -> str:
@@ -62,7 +61,7 @@ OPERATORS = [
 def test_trigger_where_compares_event_properties(
     tmp_path: Path, condition: dict[str, Any], matching: dict[str, Any], other: dict[str, Any]
 ) -> None:
-    rules = ruleset(tmp_path, where_rule(condition))
+    rules = RulePack(tmp_path).rules(where_rule(condition)).load()
     result = run(
         rules,
         [
@@ -105,7 +104,7 @@ TRAITS = [
 def test_when_compares_user_traits_and_profile(
     tmp_path: Path, condition: dict[str, Any], matching: dict[str, Any], other: dict[str, Any]
 ) -> None:
-    rules = ruleset(tmp_path, when_rule(condition))
+    rules = RulePack(tmp_path).rules(when_rule(condition)).load()
     timeline = [identify(email="ada@example.com", **matching), track("Product Used", "1h")]
     assert sends(run(rules, timeline)) == [("upsell", "email", "promo_a")]
 
@@ -117,9 +116,9 @@ def test_when_compares_user_traits_and_profile(
 
 
 def test_count_within_only_counts_recent_events(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: loyal
             category: retention
@@ -127,7 +126,8 @@ def test_count_within_only_counts_recent_events(tmp_path: Path) -> None:
             when: {count: {event: Order Completed, within: 30d}, gte: 3}
             steps:
               - send: {channel: email, template: thanks}
-        """,
+        """)
+        .load()
     )
     result = run(
         rules,
@@ -145,9 +145,9 @@ def test_count_within_only_counts_recent_events(tmp_path: Path) -> None:
 
 
 def test_count_where_filters_the_counted_events(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: big-spender
             category: retention
@@ -158,7 +158,8 @@ def test_count_where_filters_the_counted_events(tmp_path: Path) -> None:
               eq: 2
             steps:
               - send: {channel: email, template: thanks}
-        """,
+        """)
+        .load()
     )
     result = run(
         rules,
@@ -174,9 +175,10 @@ def test_count_where_filters_the_counted_events(tmp_path: Path) -> None:
 
 
 def test_first_time_is_only_the_users_first_event_of_that_name(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .policy("max_sends_per_event: 2")
+        .rules("""
         rules:
           - id: first-order
             category: activation
@@ -192,8 +194,8 @@ def test_first_time_is_only_the_users_first_event_of_that_name(tmp_path: Path) -
             when: {first_time: false}
             steps:
               - send: {channel: sms, template: thanks}
-        """,
-        policy="max_sends_per_event: 2",
+        """)
+        .load()
     )
     result = run(
         rules,
@@ -210,9 +212,9 @@ def test_first_time_is_only_the_users_first_event_of_that_name(tmp_path: Path) -
 def test_first_seen_measures_time_since_the_user_was_first_seen(
     tmp_path: Path, bound: str, early: bool, late: bool
 ) -> None:
-    rules = ruleset(
-        tmp_path,
-        f"""
+    rules = (
+        RulePack(tmp_path)
+        .rules(f"""
         rules:
           - id: tenure
             category: retention
@@ -221,7 +223,8 @@ def test_first_seen_measures_time_since_the_user_was_first_seen(
             when: {{first_seen: {{{bound}}}}}
             steps:
               - send: {{channel: email, template: promo_a}}
-        """,
+        """)
+        .load()
     )
     result = run(rules, [*contactable(), track("App Opened", "1d"), track("App Opened", "8d")])
     got = {s.at.day for s in result.sends}
@@ -229,9 +232,9 @@ def test_first_seen_measures_time_since_the_user_was_first_seen(
 
 
 def test_all_any_not_nest(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: nested
             category: retention
@@ -246,7 +249,8 @@ def test_all_any_not_nest(tmp_path: Path) -> None:
                 - not: {property: test, eq: true}
             steps:
               - send: {channel: email, template: promo_a}
-        """,
+        """)
+        .load()
     )
     result = run(
         rules,
@@ -288,7 +292,7 @@ def test_history_is_as_of_each_event_when_a_job_processes_several(
 ) -> None:
     """Events of concurrent requests are processed in one job: the first of two orders is
     still the user's first, and has a count of one, though the second is already stored."""
-    index = index_of(ruleset(tmp_path, FIRST_ORDER, policy="max_sends_per_event: 2"))
+    index = RulePack(tmp_path).policy("max_sends_per_event: 2").rules(FIRST_ORDER).index()
     ingest(engine, index, [identify(email="ada@example.com", phone="+14155550100")], START)
     later = START + dt.timedelta(hours=1)
     first, second = ingest(

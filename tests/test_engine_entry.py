@@ -6,15 +6,8 @@ from pathlib import Path
 
 from service.engine import entry
 from service.processing.simulate import Result
-from tests.engine_helpers import (
-    contactable,
-    of,
-    reasons,
-    ruleset,
-    run,
-    sends,
-    track,
-)
+from tests.helpers.engine import contactable, of, reasons, run, sends, track
+from tests.helpers.rules import RulePack
 
 
 def rule_with_entry(entry: str, first_step: str = "") -> str:
@@ -35,7 +28,7 @@ def days_sent(result: Result) -> list[int]:
 
 
 def test_entry_once_enters_a_user_only_once_ever(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, rule_with_entry("once"))
+    rules = RulePack(tmp_path).rules(rule_with_entry("once")).load()
     result = run(
         rules, [*contactable(), track("Order Completed", "1h"), track("Order Completed", "40d")]
     )
@@ -46,7 +39,7 @@ def test_entry_once_enters_a_user_only_once_ever(tmp_path: Path) -> None:
 
 
 def test_entry_once_per_window_lets_the_user_in_again_after_it(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, rule_with_entry("{once_per: 3d}"))
+    rules = RulePack(tmp_path).rules(rule_with_entry("{once_per: 3d}")).load()
     result = run(
         rules,
         [
@@ -64,7 +57,7 @@ def test_entry_once_per_window_lets_the_user_in_again_after_it(tmp_path: Path) -
 
 
 def test_entry_every_time_still_allows_one_active_journey_at_a_time(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, rule_with_entry("every_time", "- wait: 1d"))
+    rules = RulePack(tmp_path).rules(rule_with_entry("every_time", "- wait: 1d")).load()
     result = run(
         rules,
         [
@@ -95,7 +88,7 @@ rules:
 
 
 def test_key_gives_each_value_its_own_journey(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, CART)
+    rules = RulePack(tmp_path).rules(CART).load()
     result = run(
         rules,
         [
@@ -132,7 +125,7 @@ def in_holdout(user_id: str, rule_id: str = "winback", percent: float = 30) -> b
 
 
 def test_holdout_keeps_the_same_users_out_and_still_measures_their_goal(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, HOLDOUT)
+    rules = RulePack(tmp_path).rules(HOLDOUT).load()
     held = next(f"user-{i}" for i in range(1000) if in_holdout(f"user-{i}"))
     treated = next(f"user-{i}" for i in range(1000) if not in_holdout(f"user-{i}"))
     timeline = [*contactable(), track("Signed Up", "1h"), track("Order Completed", "3d")]
@@ -173,7 +166,7 @@ rules:
 
 
 def test_variants_are_weighted_stable_and_send_their_own_template(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, VARIANTS)
+    rules = RulePack(tmp_path).rules(VARIANTS).load()
     rule = rules.rules[0].rule
     assigned = {f"user-{i}": entry._variant(rule, f"user-{i}") for i in range(1000)}
     share_a = sum(v == "a" for v in assigned.values()) / 1000
@@ -211,7 +204,7 @@ rules:
 
 
 def test_max_sends_per_event_lets_only_the_higher_priority_rule_send(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, COMPETING)
+    rules = RulePack(tmp_path).rules(COMPETING).load()
     result = run(rules, [*contactable(), track("Order Completed", "1h")])
     assert sends(result) == [("high", "email", "thanks"), ("later", "email", "receipt")]
     assert result.sends[1].at.hour == 12  # a rule that waits first does not count
@@ -222,7 +215,7 @@ def test_max_sends_per_event_lets_only_the_higher_priority_rule_send(tmp_path: P
 
 
 def test_max_sends_per_event_can_allow_more(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, COMPETING, policy="max_sends_per_event: 2")
+    rules = RulePack(tmp_path).policy("max_sends_per_event: 2").rules(COMPETING).load()
     result = run(rules, [*contactable(), track("Order Completed", "1h")])
     assert sorted(sends(result)) == [
         ("high", "email", "thanks"),
@@ -232,7 +225,11 @@ def test_max_sends_per_event_can_allow_more(tmp_path: Path) -> None:
 
 
 def test_a_held_out_rule_leaves_the_send_to_the_next_one(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, COMPETING.replace("priority: 10", "priority: 10\n    holdout: 100"))
+    rules = (
+        RulePack(tmp_path)
+        .rules(COMPETING.replace("priority: 10", "priority: 10\n    holdout: 100"))
+        .load()
+    )
     result = run(rules, [*contactable(), track("Order Completed", "1h")])
     assert of(result, "holdout", "high") != []
     assert ("low", "email", "promo_a") in sends(result)
@@ -240,7 +237,9 @@ def test_a_held_out_rule_leaves_the_send_to_the_next_one(tmp_path: Path) -> None
 
 def test_priority_not_file_order_decides(tmp_path: Path) -> None:
     flipped = COMPETING.replace("priority: 1\n", "priority: 20\n")
-    result = run(ruleset(tmp_path, flipped), [*contactable(), track("Order Completed", "1h")])
+    result = run(
+        RulePack(tmp_path).rules(flipped).load(), [*contactable(), track("Order Completed", "1h")]
+    )
     assert sends(result)[0] == ("low", "email", "promo_a")
     assert of(result, "not_entered", "high") != []
 
@@ -248,9 +247,9 @@ def test_priority_not_file_order_decides(tmp_path: Path) -> None:
 def test_priority_decides_between_event_and_stage_change_rules(tmp_path: Path) -> None:
     """The activation event also changes the stage: the rule of higher priority sends, whether
     the event or the stage change set it off."""
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: used
             category: activation
@@ -264,7 +263,8 @@ def test_priority_decides_between_event_and_stage_change_rules(tmp_path: Path) -
             trigger: {stage_changed: {to: activated}}
             steps:
               - send: {channel: email, template: welcome}
-        """,
+        """)
+        .load()
     )
     result = run(rules, [*contactable(), track("Product Used", "1h")])
     assert sends(result) == [("activated", "email", "welcome")]

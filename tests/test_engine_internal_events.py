@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.engine_helpers import START, contactable, identify, of, ruleset, run, sends, track
+from tests.helpers.engine import START, contactable, identify, of, run, sends, track
+from tests.helpers.rules import RulePack
 
 STAGE_EVENTS = """
 rules:
@@ -36,7 +37,7 @@ rules:
 
 
 def test_stage_changes_answer_goals_exits_and_waits(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, STAGE_EVENTS)
+    rules = RulePack(tmp_path).rules(STAGE_EVENTS).load()
     result = run(rules, [*contactable(), track("Signed Up", "1m"), track("Product Used", "1d")])
 
     assert sends(result) == [("wait-for-stage", "email", "thanks")]
@@ -49,7 +50,7 @@ def test_stage_changes_answer_goals_exits_and_waits(tmp_path: Path) -> None:
 
 
 def test_without_the_stage_change_the_waits_run_out(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, STAGE_EVENTS)
+    rules = RulePack(tmp_path).rules(STAGE_EVENTS).load()
     result = run(rules, [*contactable(), track("Signed Up", "1m")], run_for=dt.timedelta(days=5))
 
     assert sorted(sends(result)) == [
@@ -77,7 +78,7 @@ rules:
 
 
 def test_a_rule_that_could_not_send_leaves_the_budget_to_the_next(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, COMPETING, policy="{max_sends_per_event: 1}")
+    rules = RulePack(tmp_path).policy("{max_sends_per_event: 1}").rules(COMPETING).load()
 
     no_phone = run(rules, [identify(email="a@example.com"), track("Signed Up", "1m")])
     assert sends(no_phone) == [("email-second", "email", "welcome")]
@@ -102,7 +103,7 @@ rules:
 
 
 def test_a_schedule_fires_at_the_users_local_time_only_for_who_qualifies(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, DIGEST)
+    rules = RulePack(tmp_path).rules(DIGEST).load()
     # Monday 2026-01-05 10:00 UTC is 19:00 in Tokyo: the first Monday 09:00 there is the 12th,
     # 00:00 UTC. The user is activated on Tuesday, so the 12th is their first digest.
     result = run(
@@ -118,7 +119,7 @@ def test_a_schedule_fires_at_the_users_local_time_only_for_who_qualifies(tmp_pat
 
 
 def test_a_schedule_skips_users_who_do_not_qualify(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, DIGEST)
+    rules = RulePack(tmp_path).rules(DIGEST).load()
     result = run(rules, contactable(timezone="Europe/Berlin"), run_for=dt.timedelta(days=8))
 
     assert result.sends == []

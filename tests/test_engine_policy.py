@@ -5,17 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.engine_helpers import (
-    START,
-    contactable,
-    identify,
-    of,
-    reasons,
-    ruleset,
-    run,
-    sends,
-    track,
-)
+from tests.helpers.engine import START, contactable, identify, of, reasons, run, sends, track
+from tests.helpers.rules import RulePack
 
 
 def every_open(channel: str = "email", fallback: str = "[]", transactional: bool = False) -> str:
@@ -36,7 +27,7 @@ def opens(*offsets: str) -> list[dict[str, object]]:
 
 
 def test_cap_across_channels_skips_sends_over_it_in_a_sliding_window(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, every_open(), policy="caps: [{max: 2, per: 1d}]")
+    rules = RulePack(tmp_path).policy("caps: [{max: 2, per: 1d}]").rules(every_open()).load()
     result = run(rules, [*contactable(), *opens("1h", "2h", "3h", "1d1h30m")])
     assert [s.at - START for s in result.sends] == [
         dt.timedelta(hours=1),
@@ -50,7 +41,7 @@ def test_cap_across_channels_skips_sends_over_it_in_a_sliding_window(tmp_path: P
 
 def test_cap_counts_every_channel_unless_it_names_one(tmp_path: Path) -> None:
     policy = "caps: [{max: 1, per: 1d}]"
-    rules = ruleset(tmp_path, every_open("sms", "[email]"), policy=policy)
+    rules = RulePack(tmp_path).policy(policy).rules(every_open("sms", "[email]")).load()
     result = run(rules, [*contactable(), *opens("1h", "2h")])
     assert sends(result) == [("ping", "sms", "promo_a")]
     assert reasons(result, "skipped", "ping") == [
@@ -61,7 +52,7 @@ def test_cap_counts_every_channel_unless_it_names_one(tmp_path: Path) -> None:
 
 def test_a_channel_cap_moves_the_send_to_the_fallback(tmp_path: Path) -> None:
     policy = "caps: [{max: 1, per: 1d, channel: sms}]"
-    rules = ruleset(tmp_path, every_open("sms", "[email]"), policy=policy)
+    rules = RulePack(tmp_path).policy(policy).rules(every_open("sms", "[email]")).load()
     result = run(rules, [*contactable(), *opens("1h", "2h")])
     assert sends(result) == [("ping", "sms", "promo_a"), ("ping", "email", "promo_a")]
     assert reasons(result, "queued", "ping")[1] == (
@@ -74,7 +65,7 @@ def test_transactional_rules_ignore_caps_and_quiet_hours(tmp_path: Path) -> None
     caps: [{max: 1, per: 1d}]
     quiet_hours: {start: "21:00", end: "08:00"}
     """
-    rules = ruleset(tmp_path, every_open("sms", transactional=True), policy=policy)
+    rules = RulePack(tmp_path).policy(policy).rules(every_open("sms", transactional=True)).load()
     late = START.replace(hour=22)  # 22:00 UTC, inside quiet hours
     result = run(rules, [*contactable(), *opens("1h", "2h", "3h")], start=late)
     assert [s.outcome for s in result.sends] == ["queued"] * 3
@@ -88,7 +79,7 @@ default_timezone: Asia/Shanghai
 
 
 def test_quiet_hours_defer_sms_to_their_end_in_the_users_timezone(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, every_open("sms"), policy=QUIET)
+    rules = RulePack(tmp_path).policy(QUIET).rules(every_open("sms")).load()
     opened = dt.datetime(2026, 1, 6, 3, 0, tzinfo=dt.UTC)  # 22:00 in New York
     result = run(
         rules,
@@ -102,7 +93,7 @@ def test_quiet_hours_defer_sms_to_their_end_in_the_users_timezone(tmp_path: Path
 
 
 def test_quiet_hours_use_the_policy_timezone_when_the_users_is_unknown(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, every_open("push"), policy=QUIET)
+    rules = RulePack(tmp_path).policy(QUIET).rules(every_open("push")).load()
     # 14:00 UTC is 22:00 in Shanghai (and 14:00 in UTC, outside quiet hours there)
     result = run(rules, [*contactable(), *opens("4h")])
     assert [s.outcome for s in result.sends] == ["deferred"]
@@ -110,7 +101,7 @@ def test_quiet_hours_use_the_policy_timezone_when_the_users_is_unknown(tmp_path:
 
 
 def test_quiet_hours_leave_email_alone_by_default(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, every_open("email"), policy=QUIET)
+    rules = RulePack(tmp_path).policy(QUIET).rules(every_open("email")).load()
     result = run(rules, [*contactable(), *opens("4h")])
     assert [(s.outcome, s.send_at) for s in result.sends] == [
         ("queued", START + dt.timedelta(hours=4))
@@ -119,13 +110,13 @@ def test_quiet_hours_leave_email_alone_by_default(tmp_path: Path) -> None:
 
 def test_quiet_hours_can_cover_email(tmp_path: Path) -> None:
     policy = QUIET.replace('"08:00"}', '"08:00", channels: [email]}')
-    rules = ruleset(tmp_path, every_open("email"), policy=policy)
+    rules = RulePack(tmp_path).policy(policy).rules(every_open("email")).load()
     result = run(rules, [*contactable(), *opens("4h")])
     assert [s.outcome for s in result.sends] == ["deferred"]
 
 
 def test_outside_quiet_hours_sms_goes_at_once(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, every_open("sms"), policy=QUIET)
+    rules = RulePack(tmp_path).policy(QUIET).rules(every_open("sms")).load()
     # 02:00 UTC is 10:00 in Shanghai
     result = run(
         rules,

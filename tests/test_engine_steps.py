@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     contactable,
     device,
     identify,
     of,
     reasons,
-    ruleset,
     run,
     sends,
     track,
 )
+from tests.helpers.rules import RulePack
 
 FALLBACK = """
 rules:
@@ -46,14 +46,16 @@ rules:
 def test_send_falls_back_through_channels_in_order(
     tmp_path: Path, profile: list[dict[str, object]], channel: str, why: str
 ) -> None:
-    result = run(ruleset(tmp_path, FALLBACK), [*profile, track("Signed Up", "1h")])
+    result = run(RulePack(tmp_path).rules(FALLBACK).load(), [*profile, track("Signed Up", "1h")])
     assert sends(result) == [("hello", channel, "welcome")]
     expected = f"{channel} 'welcome'" + (f" (fallback: {why})" if why else "")
     assert reasons(result, "queued", "hello") == [expected]
 
 
 def test_send_with_no_usable_channel_is_skipped_with_every_reason(tmp_path: Path) -> None:
-    result = run(ruleset(tmp_path, FALLBACK), [identify(name="Ada"), track("Signed Up", "1h")])
+    result = run(
+        RulePack(tmp_path).rules(FALLBACK).load(), [identify(name="Ada"), track("Signed Up", "1h")]
+    )
     assert sends(result) == []
     assert reasons(result, "skipped", "hello") == [
         "push 'welcome': push: no push device; sms: no phone number; email: no email address"
@@ -61,9 +63,9 @@ def test_send_with_no_usable_channel_is_skipped_with_every_reason(tmp_path: Path
 
 
 def test_wait_for_a_duration(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: drip
             category: activation
@@ -74,7 +76,8 @@ def test_wait_for_a_duration(tmp_path: Path) -> None:
               - send: {channel: email, template: nudge}
               - wait: {for: 30m}
               - send: {channel: email, template: reminder}
-        """,
+        """)
+        .load()
     )
     result = run(rules, [*contactable(), track("Signed Up", "1h")])
     assert [(s.template, s.at - START) for s in result.sends] == [
@@ -114,7 +117,7 @@ rules:
 def test_wait_until_a_local_time_of_day(
     tmp_path: Path, timezone: str, signed_up: str, sent: str
 ) -> None:
-    rules = ruleset(tmp_path, UNTIL_NINE)
+    rules = RulePack(tmp_path).rules(UNTIL_NINE).load()
     at = dt.datetime.fromisoformat(signed_up)
     result = run(
         rules,
@@ -125,7 +128,7 @@ def test_wait_until_a_local_time_of_day(
 
 
 def test_wait_until_uses_the_policy_timezone_when_the_users_is_unknown(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, UNTIL_NINE, policy="default_timezone: Asia/Tokyo")
+    rules = RulePack(tmp_path).policy("default_timezone: Asia/Tokyo").rules(UNTIL_NINE).load()
     result = run(rules, [identify(email="a@example.com"), track("Signed Up", "1h")])
     # 11:00 UTC is 20:00 in Tokyo; 09:00 in Tokyo is 00:00 UTC
     assert [s.at for s in result.sends] == [dt.datetime(2026, 1, 6, 0, 0, tzinfo=dt.UTC)]
@@ -151,7 +154,7 @@ rules:
 
 def test_wait_for_the_matching_event_takes_on_event(tmp_path: Path) -> None:
     result = run(
-        ruleset(tmp_path, CART),
+        RulePack(tmp_path).rules(CART).load(),
         [
             *contactable(),
             track("Checkout Started", "1h", cart_id="c1"),
@@ -166,7 +169,7 @@ def test_wait_for_the_matching_event_takes_on_event(tmp_path: Path) -> None:
 
 def test_wait_for_ignores_another_key_and_times_out(tmp_path: Path) -> None:
     result = run(
-        ruleset(tmp_path, CART),
+        RulePack(tmp_path).rules(CART).load(),
         [
             *contactable(),
             track("Checkout Started", "1h", cart_id="c1"),
@@ -180,9 +183,9 @@ def test_wait_for_ignores_another_key_and_times_out(tmp_path: Path) -> None:
 
 
 def test_if_then_else_branches_on_the_user_at_that_moment(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: onboarding
             category: activation
@@ -195,7 +198,8 @@ def test_if_then_else_branches_on_the_user_at_that_moment(tmp_path: Path) -> Non
                 else:
                   - send: {channel: email, template: promo_a}
               - send: {channel: email, template: reminder}
-        """,
+        """)
+        .load()
     )
     idle = run(rules, [*contactable(), track("Signed Up", "1h")])
     assert [s.template for s in idle.sends] == ["nudge", "reminder"]
@@ -205,9 +209,9 @@ def test_if_then_else_branches_on_the_user_at_that_moment(tmp_path: Path) -> Non
 
 
 def test_exit_step_ends_the_journey(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: vip
             category: retention
@@ -217,7 +221,8 @@ def test_exit_step_ends_the_journey(tmp_path: Path) -> None:
                 then:
                   - exit: small order
               - send: {channel: email, template: thanks}
-        """,
+        """)
+        .load()
     )
     small = run(rules, [*contactable(), track("Order Completed", "1h", total=10)])
     assert sends(small) == []
@@ -242,7 +247,7 @@ rules:
 
 def test_goal_reached_ends_the_journey_as_converted(tmp_path: Path) -> None:
     result = run(
-        ruleset(tmp_path, GOAL),
+        RulePack(tmp_path).rules(GOAL).load(),
         [*contactable(), track("Signed Up", "1h"), track("Order Completed", "1d")],
     )
     assert sends(result) == [("welcome", "email", "welcome")]
@@ -253,7 +258,7 @@ def test_goal_reached_ends_the_journey_as_converted(tmp_path: Path) -> None:
 def test_goal_still_counts_after_the_steps_finished_but_not_after_the_window(
     tmp_path: Path,
 ) -> None:
-    rules = ruleset(tmp_path, GOAL)
+    rules = RulePack(tmp_path).rules(GOAL).load()
     within = run(rules, [*contactable(), track("Signed Up", "1h"), track("Order Completed", "5d")])
     assert [s.template for s in within.sends] == ["welcome", "nudge"]
     assert reasons(within, "ended", "welcome") == ["completed"]
@@ -265,7 +270,7 @@ def test_goal_still_counts_after_the_steps_finished_but_not_after_the_window(
 
 def test_exit_on_ends_the_journey_before_its_next_send(tmp_path: Path) -> None:
     result = run(
-        ruleset(tmp_path, GOAL),
+        RulePack(tmp_path).rules(GOAL).load(),
         [*contactable(), track("Signed Up", "1h"), track("Unsubscribed", "1d")],
     )
     assert sends(result) == [("welcome", "email", "welcome")]
@@ -273,9 +278,9 @@ def test_exit_on_ends_the_journey_before_its_next_send(tmp_path: Path) -> None:
 
 
 def test_if_first_time_asks_about_the_event_that_started_the_journey(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: order
             category: retention
@@ -287,7 +292,8 @@ def test_if_first_time_asks_about_the_event_that_started_the_journey(tmp_path: P
                   - send: {channel: email, template: thanks}
                 else:
                   - send: {channel: email, template: promo_a}
-        """,
+        """)
+        .load()
     )
     result = run(
         rules, [*contactable(), track("Order Completed", "1h"), track("Order Completed", "2d")]

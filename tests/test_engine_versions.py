@@ -18,7 +18,7 @@ from service.engine.index import RuleIndex
 from service.engine.loader import rule_version
 from service.kit.db import unit_of_work
 from service.models import RuleVersion
-from tests.engine_helpers import (
+from tests.helpers.engine import (
     START,
     db_decisions,
     db_journeys,
@@ -26,11 +26,10 @@ from tests.engine_helpers import (
     identify,
     index_of,
     ingest,
-    ruleset,
     run_due_journeys,
     track,
-    version_of,
 )
+from tests.helpers.rules import RulePack, version_of
 
 DRIP = """
 rules:
@@ -58,12 +57,12 @@ def test_a_journey_finishes_on_its_version_while_new_entries_get_the_new_one(
     tmp_path: Path, engine: Engine
 ) -> None:
     folder = tmp_path / "rules"
-    old_rules = ruleset(folder, DRIP)
+    old_rules = RulePack(folder).rules(DRIP).load()
     old = index_of(old_rules)
     sign_up(engine, old, "u-1", START)
     versions._versions.clear()  # as in a restarted worker: the old version comes from the database
 
-    new_rules = ruleset(folder, DRIP.replace("template: nudge", "template: reminder"))
+    new_rules = RulePack(folder).rules(DRIP.replace("template: nudge", "template: reminder")).load()
     new = index_of(new_rules)
     old_version = version_of(old_rules, "drip")
     new_version = version_of(new_rules, "drip")
@@ -87,22 +86,21 @@ def test_a_removed_rule_ends_its_journeys_without_sending_more(
     tmp_path: Path, engine: Engine
 ) -> None:
     folder = tmp_path / "rules"
-    old = index_of(ruleset(folder, DRIP))
+    old = RulePack(folder).rules(DRIP).index()
     sign_up(engine, old, "u-1", START)
     sign_up(engine, old, "u-2", START)
 
     new = index_of(
-        ruleset(
-            folder,
-            """
+        RulePack(folder)
+        .rules("""
             rules:
               - id: other
                 category: retention
                 trigger: {event: Order Completed}
                 steps:
                   - send: {channel: email, template: thanks}
-            """,
-        )
+            """)
+        .load()
     )
     # u-2 does something before the wait is over; u-1's journey is woken by the scheduler.
     ingest(engine, new, [track("App Opened")], START + dt.timedelta(hours=2), user_id="u-2")
@@ -153,7 +151,7 @@ rules:
 
 def test_the_stored_version_is_the_rule_exactly(tmp_path: Path, engine: Engine) -> None:
     """A journey resumes from the stored definition: it must be the very rule it entered."""
-    rules = ruleset(tmp_path / "rules", EVERYTHING)
+    rules = RulePack(tmp_path / "rules").rules(EVERYTHING).load()
     index = index_of(rules)
     ingest(
         engine,

@@ -3,11 +3,12 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.engine import Engine
 
-from tests.conftest import events, wait_processed
+from tests.helpers.api import events
+from tests.helpers.waiting import EmbeddedWorker
 
 
 async def test_track_is_stored_and_processed(
-    client: httpx.AsyncClient, write_key: str, engine: Engine
+    client: httpx.AsyncClient, write_key: str, embedded: EmbeddedWorker
 ) -> None:
     response = await client.post(
         "/v1/track",
@@ -16,7 +17,7 @@ async def test_track_is_stored_and_processed(
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"success": True}
-    [event] = await wait_processed(engine, 1)
+    [event] = await embedded.processed(1)
     assert (event.type, event.name, event.user_id) == ("track", "Signed Up", "u1")
     assert event.properties == {"plan": "pro"}
     assert event.profile_id is not None

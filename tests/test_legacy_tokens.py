@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from service.delivery import links, tracking
 from service.delivery.links import LINK_LIFETIME_SECONDS, LinkClaims
 from service.delivery.tracking import Hit
-from tests.consent_helpers import ONE_CLICK, SECRET, add_message, add_user, subscriptions
+from tests.helpers.consent import ONE_CLICK, SECRET, add_message, add_user, subscriptions
 from tests.legacy_tokens import sign_link, sign_tracking
 
 KEY = b"deployment-key"

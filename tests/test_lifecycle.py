@@ -13,18 +13,8 @@ from service.engine.loader import RuleSet
 from service.kit.db import unit_of_work
 from service.models import StageChange
 from service.processing.simulate import Result, Simulation, read_timeline
-from tests.engine_helpers import (
-    START,
-    contactable,
-    identify,
-    reasons,
-    ruleset,
-    run,
-    sends,
-    track,
-)
-
-NO_RULES = "rules: []"
+from tests.helpers.engine import START, contactable, identify, reasons, run, sends, track
+from tests.helpers.rules import RulePack
 
 
 def with_history(
@@ -49,7 +39,7 @@ def days(n: float) -> dt.timedelta:
 
 
 def test_events_move_a_user_from_new_to_activated_to_engaged(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, NO_RULES)
+    rules = RulePack(tmp_path).load()
     result, history = with_history(
         rules,
         [
@@ -69,7 +59,7 @@ def test_events_move_a_user_from_new_to_activated_to_engaged(tmp_path: Path) -> 
 
 
 def test_engagement_counts_only_within_its_window(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, NO_RULES)
+    rules = RulePack(tmp_path).load()
     calls = [identify(), *(track("Product Used", f"{d}d") for d in (1, 9, 10))]
     result, _ = with_history(rules, calls)
     assert result.stage == "activated"
@@ -79,7 +69,7 @@ def test_engagement_counts_only_within_its_window(tmp_path: Path) -> None:
 
 
 def test_inactivity_moves_to_at_risk_then_churned_and_a_return_recalls(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, NO_RULES)
+    rules = RulePack(tmp_path).load()
     result, history = with_history(
         rules,
         [identify(), track("Product Used", "1d"), track("App Opened", "50d")],
@@ -96,7 +86,7 @@ def test_inactivity_moves_to_at_risk_then_churned_and_a_return_recalls(tmp_path:
 
 
 def test_a_recalled_user_can_become_engaged_again(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, NO_RULES)
+    rules = RulePack(tmp_path).load()
     result, history = with_history(
         rules,
         [
@@ -117,7 +107,7 @@ def test_only_activity_keeps_a_user_from_churning(tmp_path: Path) -> None:
     churned_after: 30d
     not_activity: [Password Reset]
     """
-    rules = ruleset(tmp_path, NO_RULES, lifecycle=lifecycle)
+    rules = RulePack(tmp_path).lifecycle(lifecycle).load()
     result, history = with_history(
         rules,
         [
@@ -158,7 +148,7 @@ rules:
 
 
 def test_stage_changes_trigger_rules(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, STAGE_RULES)
+    rules = RulePack(tmp_path).rules(STAGE_RULES).load()
     result = run(
         rules,
         [*contactable(), track("Product Used", "1d"), track("App Opened", "40d")],
@@ -183,9 +173,9 @@ def test_stage_changes_trigger_rules(tmp_path: Path) -> None:
 
 
 def test_inactive_for_triggers_once_per_stretch_of_inactivity(tmp_path: Path) -> None:
-    rules = ruleset(
-        tmp_path,
-        """
+    rules = (
+        RulePack(tmp_path)
+        .rules("""
         rules:
           - id: miss-you
             category: retention
@@ -193,7 +183,8 @@ def test_inactive_for_triggers_once_per_stretch_of_inactivity(tmp_path: Path) ->
             entry: every_time
             steps:
               - send: {channel: email, template: nudge}
-        """,
+        """)
+        .load()
     )
     result = run(
         rules,
@@ -208,7 +199,7 @@ def test_inactive_for_triggers_once_per_stretch_of_inactivity(tmp_path: Path) ->
 
 
 def test_without_activity_a_user_never_goes_at_risk(tmp_path: Path) -> None:
-    rules = ruleset(tmp_path, "rules: []")
+    rules = RulePack(tmp_path).load()
     result = run(rules, [identify(email="a@example.com")], run_for=days(60))
     assert result.stage == "new"
     assert sends(result) == []

@@ -4,7 +4,6 @@ GET /v1/messages with filters and pages, one message with its status history, an
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,14 @@ from sqlalchemy.engine import Engine
 
 from service.cli import main
 from service.kit.settings import get_settings
-from tests.consent_helpers import RULES, add_message, add_user, message_row, status_history
-from tests.engine_helpers import write_rules
+from tests.helpers.consent import RULES, add_message, add_user, message_row, status_history
+from tests.helpers.polling import eventually_async
+from tests.helpers.rules import RulePack
 
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(RULES).write()
 
 
 @pytest.fixture
@@ -170,11 +170,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-async def wait_sent(engine: Engine, message_id: int, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (message := await asyncio.to_thread(message_row, engine, message_id)).status != "sent":
-        assert asyncio.get_running_loop().time() < deadline, message.status_reason
-        await asyncio.sleep(0.05)
+async def wait_sent(engine: Engine, message_id: int) -> None:
+    """The embedded scheduler's sweep hands a retried message to the worker: polled."""
+
+    def status() -> tuple[str, str | None]:
+        row = message_row(engine, message_id)
+        return row.status, row.status_reason
+
+    await eventually_async(
+        status, until=lambda seen: seen[0] == "sent", what=f"message {message_id} to be sent"
+    )
 
 
 async def test_retried_failures_are_queued_again_and_sent(

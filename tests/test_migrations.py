@@ -14,7 +14,7 @@ from sqlalchemy import inspect
 
 import service.models  # noqa: F401  (every table on Base.metadata)
 from service.kit.db import Base, create_sync_engine
-from tests.conftest import fresh_postgres_database
+from tests.helpers.services import fresh_postgres_database
 
 ALEMBIC = Path(sys.executable).parent / "alembic"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

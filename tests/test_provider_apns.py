@@ -29,6 +29,7 @@ from service.delivery.providers import (
     build_adapter,
 )
 from service.kit.settings import Settings
+from tests.helpers.polling import eventually, refused
 from workers.providers.push.apns import Apns
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -104,13 +105,13 @@ def apple() -> Iterator[tuple[FakeApns, str]]:
         daemon=True,
     )
     thread.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.02)
+    eventually(
+        lambda: refused("127.0.0.1", port),
+        until=lambda error: error is None,
+        timeout=5,
+        interval=0.02,
+        what="the fake APNs server to accept connections",
+    )
     yield app, f"http://127.0.0.1:{port}"
     loop.call_soon_threadsafe(stop.set)
     thread.join(5)

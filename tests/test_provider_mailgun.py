@@ -166,7 +166,9 @@ def signature_block(key: str = SIGNING_KEY, at: float | None = None) -> dict[str
     return {"timestamp": timestamp, "token": token, "signature": digest}
 
 
-def event_data(kind: str, event_id: str = "czsjqFATSlC3QtAK-C80nw", **fields: Any) -> dict:
+def event_data(
+    kind: str, event_id: str = "czsjqFATSlC3QtAK-C80nw", **fields: Any
+) -> dict[str, Any]:
     return {
         "event": kind,
         "id": event_id,
@@ -297,17 +299,11 @@ def test_each_result_becomes_a_report_naming_our_message(
 def test_a_click_names_the_link_and_a_bounce_what_the_server_said(provider: Mailgun) -> None:
     click = event_data("clicked", url="https://acme.example/pricing")
     assert provider.parse_webhook(webhook(click)).reports[0].url == "https://acme.example/pricing"
-    bounce = event_data(
-        "failed",
-        severity="permanent",
-        reason="bounce",
-        **{
-            "delivery-status": {
-                "code": 550,
-                "description": "5.1.1 The email account does not exist",
-            }
-        },
-    )
+    bounce = event_data("failed", severity="permanent", reason="bounce")
+    bounce["delivery-status"] = {
+        "code": 550,
+        "description": "5.1.1 The email account does not exist",
+    }
     [report] = provider.parse_webhook(webhook(bounce)).reports
     assert report.detail == "5.1.1 The email account does not exist"
 

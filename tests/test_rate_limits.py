@@ -20,24 +20,16 @@ from service.delivery.providers import Provider
 from service.delivery.sending import Providers
 from service.kit.db import utcnow
 from service.kit.settings import RateLimit, Settings
-from tests.conftest import require_service
-from tests.delivery_helpers import FakeProvider, history, message, profile_id
-from tests.engine_helpers import db_messages, identify, ingest, track, write_rules
+from tests.helpers.delivery import FakeProvider, history, message, profile_id
+from tests.helpers.engine import db_messages, identify, ingest, track
+from tests.helpers.rules import WELCOME, RulePack
+from tests.helpers.services import require_service
 from workers.actors import build_runtime
 from workers.delivery import send_message, sweep_messages
 from workers.rate_limits import SendLimits
 from workers.runtime import Runtime
 
 REDIS_URL = os.environ.get("LIFELINE_TEST_RATE_LIMIT_REDIS_URL", "redis://127.0.0.1:6379/11")
-
-RULES = """
-rules:
-  - id: welcome
-    category: activation
-    trigger: {event: Signed Up}
-    steps:
-      - send: {channel: email, template: welcome}
-"""
 
 
 def test_rate_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +95,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", RULES)
+    return RulePack(tmp_path / "rules").rules(WELCOME).write()
 
 
 @pytest.fixture

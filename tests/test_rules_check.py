@@ -9,7 +9,7 @@ import pytest
 
 from service.engine.loader import RuleSet, RulesInvalid, load_rules
 from service.engine.rules_folder import RuleError
-from tests.rules_helpers import MINIMAL, copy_minimal, errors, write
+from tests.helpers.rules import MINIMAL, copy_minimal, errors, write
 
 # A valid one-rule file; tests replace one line of it. Line 6 is the step.
 RULE = """

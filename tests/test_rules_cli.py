@@ -13,7 +13,7 @@ import pytest
 
 from service.cli import main
 from service.kit.settings import get_settings
-from tests.rules_helpers import copy_minimal
+from tests.helpers.rules import copy_minimal
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,7 @@ import pytest
 
 from service.engine.loader import RuleSet, RulesInvalid, load_rules
 from service.engine.registry import RuleRegistry
-from tests.engine_helpers import settled
-
-MINIMAL = Path(__file__).parent / "fixtures" / "rules_minimal"
+from tests.helpers.rules import MINIMAL, settled
 
 
 @pytest.fixture

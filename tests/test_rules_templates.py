@@ -10,7 +10,7 @@ import pytest
 
 from service.engine.loader import RulesInvalid, load_template_folder
 from service.engine.templates import RenderError, Template, render
-from tests.rules_helpers import MINIMAL, copy_minimal, errors, write
+from tests.helpers.rules import MINIMAL, copy_minimal, errors, write
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ invisible image; following them records the click or open. On SQLite and Postgre
 
 from __future__ import annotations
 
-import asyncio
 import email
 import re
-import time
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,10 +21,11 @@ from service.delivery.tracking import Hit
 from service.engine.staff_format import Track
 from service.kit.settings import Settings
 from service.models import Event, Message
-from tests.conftest import events, wait_processed
-from tests.delivery_helpers import history, message, wait_settled
-from tests.engine_helpers import put, write_rules
-from tests.helpers import send
+from tests.helpers.api import events, send
+from tests.helpers.delivery import history, message
+from tests.helpers.polling import eventually_async
+from tests.helpers.rules import RulePack
+from tests.helpers.waiting import EmbeddedWorker, wait_processed
 
 PUBLIC = "https://lifeline.example"
 KEY = b"tracking-test-key"
@@ -64,9 +63,7 @@ START = "https://shop.example/start?a=1&b=2"
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = write_rules(tmp_path / "rules", RULES)
-    put(folder, "templates/links.yaml", LINKS_TEMPLATE)
-    return folder
+    return RulePack(tmp_path / "rules").rules(RULES).template("links", LINKS_TEMPLATE).write()
 
 
 def links_in(markup: str) -> list[str]:
@@ -166,14 +163,18 @@ def test_only_a_token_signed_for_that_url_leads_anywhere() -> None:
 
 
 async def sent_email(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str, event: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    embedded: EmbeddedWorker,
+    write_key: str,
+    event: str,
 ) -> tuple[Message, str]:
     batch = [
         {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
         {"type": "track", "userId": "u-1", "event": event},
     ]
     await send(client, write_key, "batch", {"batch": batch})
-    messages = await wait_settled(engine, 1)
+    messages = await embedded.settled(1)
     [sent] = [m for m in messages if m.status == "sent" and m.provider_message_id]
     eml = (settings.outbox_dir / str(sent.provider_message_id)).read_bytes()
     parsed = email.message_from_bytes(eml, policy=policy.default)
@@ -188,17 +189,23 @@ def tracking_events(engine: Engine) -> list[Event]:
 
 
 async def wait_tracking_events(engine: Engine, count: int) -> list[Event]:
-    deadline = time.monotonic() + 5
-    while len(found := await asyncio.to_thread(tracking_events, engine)) < count:
-        assert time.monotonic() < deadline, found
-        await asyncio.sleep(0.05)
-    return found
+    await eventually_async(
+        lambda: [e.name for e in tracking_events(engine)],
+        until=lambda names: len(names) >= count,
+        timeout=5,
+        what=f"{count} tracking events",
+    )
+    return tracking_events(engine)
 
 
 async def test_a_tracked_email_counts_its_open_and_its_clicks(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    engine: Engine,
+    write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
-    sent, markup = await sent_email(settings, client, engine, write_key, "Signed Up")
+    sent, markup = await sent_email(settings, client, embedded, write_key, "Signed Up")
     assert sent.rule_id == "tracked"
     start, mailto, anchor, unsubscribe = links_in(markup)
     assert start.startswith(f"{settings.public_url}/v1/t/c/")
@@ -226,6 +233,7 @@ async def test_a_tracked_email_counts_its_open_and_its_clicks(
     assert (await client.get(urlsplit(pixel).path)).status_code == 200
     assert (await client.get(urlsplit(start).path)).status_code == 302
     opened, clicked = await wait_tracking_events(engine, 2)
+    # Recording a hit queues no job: the scheduler's sweep processes these events.
     await wait_processed(engine, 4)
     assert len(tracking_events(engine)) == 2
     assert (opened.name, clicked.name) == ("Email Opened", "Email Link Clicked")
@@ -235,9 +243,13 @@ async def test_a_tracked_email_counts_its_open_and_its_clicks(
 
 
 async def test_a_tampered_link_redirects_nowhere(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    engine: Engine,
+    write_key: str,
+    embedded: EmbeddedWorker,
 ) -> None:
-    sent, markup = await sent_email(settings, client, engine, write_key, "Signed Up")
+    sent, markup = await sent_email(settings, client, embedded, write_key, "Signed Up")
     path = urlsplit(links_in(markup)[0]).path
     evil = tracking.sign(b"guessed key", Hit(sent.id, "https://evil.example/"))
     for bad in (path[:-3] + "abc", f"/v1/t/c/{evil}", "/v1/t/c/https:%2F%2Fevil.example"):
@@ -257,8 +269,9 @@ async def test_the_redirect_works_when_the_click_cannot_be_recorded(
     write_key: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    embedded: EmbeddedWorker,
 ) -> None:
-    sent, markup = await sent_email(settings, client, engine, write_key, "Signed Up")
+    sent, markup = await sent_email(settings, client, embedded, write_key, "Signed Up")
 
     def broken(*args: object) -> None:
         raise RuntimeError("database down")
@@ -272,10 +285,14 @@ async def test_the_redirect_works_when_the_click_cannot_be_recorded(
 
 @pytest.mark.parametrize("event", ["Order Completed", "App Opened"])
 async def test_an_untracked_email_keeps_its_links(
-    settings: Settings, client: httpx.AsyncClient, engine: Engine, write_key: str, event: str
+    settings: Settings,
+    client: httpx.AsyncClient,
+    write_key: str,
+    event: str,
+    embedded: EmbeddedWorker,
 ) -> None:
     """A rule without `track`, and a send step that switches its rule's `track` off."""
-    sent, markup = await sent_email(settings, client, engine, write_key, event)
+    sent, markup = await sent_email(settings, client, embedded, write_key, event)
     assert sent.rule_id == {"Order Completed": "untracked", "App Opened": "step-off"}[event]
     assert links_in(markup)[:3] == [
         "https://shop.example/start?a=1&amp;b=2",

@@ -8,8 +8,16 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import Engine
 
-from tests.conftest import ADMIN_TOKEN, wait_processed
-from tests.helpers import at, count_events, count_profiles, full_timeline, get_profile, send
+from tests.helpers.api import (
+    ADMIN_TOKEN,
+    at,
+    count_events,
+    count_profiles,
+    full_timeline,
+    get_profile,
+    send,
+)
+from tests.helpers.waiting import EmbeddedWorker
 
 
 def identify(user_id: str, traits: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -20,7 +28,11 @@ def identify(user_id: str, traits: dict[str, Any], **fields: Any) -> dict[str, A
 
 
 async def test_one_profile_per_user_id_and_later_traits_win(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    engine: Engine,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     await send(
         client,
@@ -29,9 +41,9 @@ async def test_one_profile_per_user_id_and_later_traits_win(
         identify("u-1", {"plan": "free", "name": "Ann"}, timestamp=at(1)),
     )
     await send(client, write_key, "track", {"userId": "u-1", "event": "Paid", "timestamp": at(2)})
-    await wait_processed(engine, 2)
+    await embedded.processed(2)
     await send(client, write_key, "identify", identify("u-1", {"plan": "pro"}, timestamp=at(3)))
-    await wait_processed(engine, 3)
+    await embedded.processed(3)
 
     profile = await get_profile(client, admin, "u-1")
     assert profile["userId"] == "u-1"
@@ -42,11 +54,14 @@ async def test_one_profile_per_user_id_and_later_traits_win(
 
 
 async def test_an_older_identify_arriving_late_only_fills_gaps(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     # Across requests: the newer call was processed first.
     await send(client, write_key, "identify", identify("u-1", {"plan": "pro"}, timestamp=at(30)))
-    await wait_processed(engine, 1)
+    await embedded.processed(1)
     late = identify("u-1", {"plan": "free", "city": "Paris"}, timestamp=at(10))
     await send(client, write_key, "identify", late)
     # Within one batch, in the wrong order.
@@ -57,7 +72,7 @@ async def test_an_older_identify_arriving_late_only_fills_gaps(
         ),
     ]
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, 4)
+    await embedded.processed(4)
 
     profile = await get_profile(client, admin, "u-1")
     assert profile["traits"] == {"plan": "pro", "city": "Paris"}
@@ -67,13 +82,16 @@ async def test_an_older_identify_arriving_late_only_fills_gaps(
 
     # A newer call still overwrites what the late one filled in.
     await send(client, write_key, "identify", identify("u-1", {"city": "Lyon"}, timestamp=at(40)))
-    await wait_processed(engine, 5)
+    await embedded.processed(5)
     profile = await get_profile(client, admin, "u-1")
     assert profile["traits"] == {"plan": "pro", "city": "Lyon"}
 
 
 async def test_email_and_phone_are_normalised_and_bad_numbers_flagged(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     # userId -> (traits, expected email, expected phone, expected phoneInvalid)
     cases: dict[str, tuple[dict[str, Any], str | None, str | None, bool]] = {
@@ -101,7 +119,7 @@ async def test_email_and_phone_are_normalised_and_bad_numbers_flagged(
     }
     batch = [identify(user_id, traits) for user_id, (traits, *_) in cases.items()]
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, len(cases))
+    await embedded.processed(len(cases))
     for user_id, (traits, email, phone, invalid) in cases.items():
         profile = await get_profile(client, admin, user_id)
         got = (profile["email"], profile["phone"], profile["phoneInvalid"])
@@ -110,13 +128,16 @@ async def test_email_and_phone_are_normalised_and_bad_numbers_flagged(
 
     # A corrected number clears the flag.
     await send(client, write_key, "identify", identify("words", {"phone": "+1 415 555 2671"}))
-    await wait_processed(engine, len(cases) + 1)
+    await embedded.processed(len(cases) + 1)
     profile = await get_profile(client, admin, "words")
     assert (profile["phone"], profile["phoneInvalid"]) == ("+14155552671", False)
 
 
 async def test_timezone_and_locale_from_context_and_traits_are_validated(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     batch = [
         {
@@ -140,7 +161,7 @@ async def test_timezone_and_locale_from_context_and_traits_are_validated(
         },
     ]
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, len(batch))
+    await embedded.processed(len(batch))
 
     profile = await get_profile(client, admin, "ctx")
     assert (profile["timezone"], profile["locale"]) == ("Asia/Shanghai", "zh-CN")
@@ -152,18 +173,21 @@ async def test_timezone_and_locale_from_context_and_traits_are_validated(
     # An invalid value later does not wipe out a valid one.
     bad_later = {"userId": "ctx", "event": "Opened", "context": {"timezone": "Nowhere/Land"}}
     await send(client, write_key, "track", bad_later)
-    await wait_processed(engine, len(batch) + 1)
+    await embedded.processed(len(batch) + 1)
     profile = await get_profile(client, admin, "ctx")
     assert profile["timezone"] == "Asia/Shanghai"
 
 
 async def test_first_and_last_seen_follow_event_times_not_arrival(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     for n, minute in enumerate((20, 40, 5), start=1):  # the earliest arrives last
         body = {"userId": "u-1", "event": f"E{minute}", "timestamp": at(minute)}
         await send(client, write_key, "track", body)
-        await wait_processed(engine, n)
+        await embedded.processed(n)
     profile = await get_profile(client, admin, "u-1")
     assert profile["firstSeenAt"].startswith("2024-03-01T10:05:00")
     assert profile["lastSeenAt"].startswith("2024-03-01T10:40:00")
@@ -173,7 +197,10 @@ async def test_first_and_last_seen_follow_event_times_not_arrival(
 
 
 async def test_anonymous_activity_is_attached_on_identify_with_its_history(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     before = [
         {"type": "page", "anonymousId": "anon-1", "name": "Home", "timestamp": at(1)},
@@ -187,15 +214,15 @@ async def test_anonymous_activity_is_attached_on_identify_with_its_history(
         {"type": "page", "anonymousId": "someone-else", "name": "Home", "timestamp": at(2)},
     ]
     await send(client, write_key, "batch", {"batch": before})
-    await wait_processed(engine, 3)
+    await embedded.processed(3)
     assert (await client.get("/v1/users/anon-1", headers=admin)).status_code == 404
 
     ident = identify("u-1", {"email": "ann@example.com"}, anonymousId="anon-1", timestamp=at(3))
     await send(client, write_key, "identify", ident)
-    await wait_processed(engine, 4)
+    await embedded.processed(4)
     after = {"anonymousId": "anon-1", "event": "Checked Out", "timestamp": at(4)}
     await send(client, write_key, "track", after)
-    await wait_processed(engine, 5)
+    await embedded.processed(5)
 
     profile = await get_profile(client, admin, "u-1")
     assert profile["anonymousIds"] == ["anon-1"]
@@ -213,7 +240,10 @@ async def test_anonymous_activity_is_attached_on_identify_with_its_history(
 
 
 async def test_alias_attaches_the_previous_id_and_its_history(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     batch = [
         {"type": "track", "anonymousId": "device-9", "event": "Opened App", "timestamp": at(1)},
@@ -221,14 +251,14 @@ async def test_alias_attaches_the_previous_id_and_its_history(
         {"type": "track", "userId": "guest-1", "event": "Browsed", "timestamp": at(3)},
     ]
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, 3)
+    await embedded.processed(3)
     await send(
         client,
         write_key,
         "identify",
         identify("member-1", {"plan": "pro", "email": "m@example.com"}, timestamp=at(4)),
     )
-    await wait_processed(engine, 4)
+    await embedded.processed(4)
 
     # An anonymous device, then a previous userId, are aliased to the member.
     await send(
@@ -237,14 +267,14 @@ async def test_alias_attaches_the_previous_id_and_its_history(
         "alias",
         {"previousId": "device-9", "userId": "member-1", "timestamp": at(5)},
     )
-    await wait_processed(engine, 5)
+    await embedded.processed(5)
     await send(
         client,
         write_key,
         "alias",
         {"previousId": "guest-1", "userId": "member-1", "timestamp": at(6)},
     )
-    await wait_processed(engine, 6)
+    await embedded.processed(6)
 
     assert (await client.get("/v1/users/guest-1", headers=admin)).status_code == 404
     profile = await get_profile(client, admin, "member-1")
@@ -265,7 +295,7 @@ async def test_alias_attaches_the_previous_id_and_its_history(
 
     # Later anonymous activity of the aliased device lands on the member too.
     await send(client, write_key, "track", {"anonymousId": "device-9", "event": "Opened App"})
-    await wait_processed(engine, 7)
+    await embedded.processed(7)
     assert len(await full_timeline(client, admin, "member-1")) == 7
 
 
@@ -273,10 +303,13 @@ async def test_alias_attaches_the_previous_id_and_its_history(
 
 
 async def test_admin_api_needs_the_bearer_token(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     await send(client, write_key, "identify", identify("u-1", {"email": "ann@example.com"}))
-    await wait_processed(engine, 1)
+    await embedded.processed(1)
     refused: list[dict[str, str]] = [
         {},
         {"Authorization": "Bearer wrong-token"},
@@ -305,7 +338,10 @@ async def test_admin_api_needs_the_bearer_token(
 
 
 async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     batch = [
         {"type": "track", "userId": "u-1", "event": f"E{i:02d}", "timestamp": at(i)}
@@ -313,7 +349,7 @@ async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
     ]
     batch.append({"type": "track", "userId": "u-2", "event": "Other user", "timestamp": at(30)})
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, 24)
+    await embedded.processed(24)
 
     first = (await client.get("/v1/users/u-1/events", headers=admin, params={"limit": 5})).json()
     assert [e["name"] for e in first["events"]] == ["E22", "E21", "E20", "E19", "E18"]
@@ -321,7 +357,7 @@ async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
 
     # Events arriving mid-walk neither shift nor repeat the pages still to come.
     await send(client, write_key, "track", {"userId": "u-1", "event": "New", "timestamp": at(50)})
-    await wait_processed(engine, 25)
+    await embedded.processed(25)
 
     seen = list(first["events"])
     cursor = first["next_cursor"]
@@ -358,7 +394,10 @@ async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
 
 
 async def test_delete_erases_personal_data_and_keeps_a_tombstone(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     batch = [
         {
@@ -387,7 +426,7 @@ async def test_delete_erases_personal_data_and_keeps_a_tombstone(
         {"type": "track", "userId": "u-2", "event": "Paid", "properties": {"card": "1111"}},
     ]
     await send(client, write_key, "batch", {"batch": batch})
-    await wait_processed(engine, 4)
+    await embedded.processed(4)
     assert (await get_profile(client, admin, "u-1"))["email"] == "ann@example.com"
 
     response = await client.delete("/v1/users/u-1", headers=admin)
@@ -420,11 +459,15 @@ async def test_delete_erases_personal_data_and_keeps_a_tombstone(
 
 
 async def test_an_erased_user_does_not_regain_personal_data(
-    client: httpx.AsyncClient, write_key: str, engine: Engine, admin: dict[str, str]
+    client: httpx.AsyncClient,
+    write_key: str,
+    engine: Engine,
+    admin: dict[str, str],
+    embedded: EmbeddedWorker,
 ) -> None:
     ident = identify("u-1", {"email": "ann@example.com"}, anonymousId="anon-1")
     await send(client, write_key, "identify", ident)
-    await wait_processed(engine, 1)
+    await embedded.processed(1)
     assert (await client.delete("/v1/users/u-1", headers=admin)).status_code == 200
 
     later = [
@@ -437,7 +480,7 @@ async def test_an_erased_user_does_not_regain_personal_data(
         {"type": "page", "anonymousId": "anon-1", "name": "Home", "properties": {"q": "ann"}},
     ]
     await send(client, write_key, "batch", {"batch": later})
-    await wait_processed(engine, 4)
+    await embedded.processed(4)
     assert count_events(engine) == 4  # stored, so the source sees them accepted
 
     profile = await get_profile(client, admin, "u-1")

@@ -3,9 +3,7 @@ message's row and status history."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -15,7 +13,6 @@ from service.delivery.service import Claimed, Links, claim
 from service.engine.index import RuleIndex
 from service.kit.db import unit_of_work
 from service.models import Message, MessageStatusChange, User
-from tests.engine_helpers import db_messages
 
 LINKS = Links("https://lifeline.example", b"links-test-key")
 
@@ -69,19 +66,6 @@ def profile_id(engine: Engine, user_id: str) -> int:
         found = uow.session.scalar(select(User.id).where(User.user_id == user_id))
         assert found is not None
         return found
-
-
-async def wait_settled(engine: Engine, count: int, timeout: float = 10.0) -> list[Message]:
-    """Wait until `count` messages exist and none is queued or sending any more."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await asyncio.to_thread(db_messages, engine)
-        if len(rows) >= count and all(m.status not in ("queued", "sending") for m in rows):
-            return rows
-        if time.monotonic() > deadline:
-            states = [(m.id, m.status, m.status_reason) for m in rows]
-            raise AssertionError(f"expected {count} settled messages, found {states}")
-        await asyncio.sleep(0.05)
 
 
 def minutes(n: float) -> dt.timedelta:

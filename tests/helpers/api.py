@@ -1,16 +1,26 @@
-"""Small helpers shared by the API tests (fixtures stay in conftest.py)."""
+"""The API as the tests use it: requests with a write key or the admin token, the app served
+on a real port, and readers of the events and profiles it stored."""
 
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
+import uuid
 from typing import Any
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from service.ingest.sources import create_source
 from service.kit.db import unit_of_work
 from service.models import Event, User
+from tests.helpers.polling import eventually
+
+ADMIN_TOKEN = "test-admin-token"  # the `settings` fixture's admin_token
 
 
 def at(minute: int, day: int = 1) -> str:
@@ -64,7 +74,48 @@ def count_events(engine: Engine) -> int:
         return int(uow.session.scalar(select(func.count()).select_from(Event)) or 0)
 
 
+def stored_and_processed(engine: Engine) -> tuple[int, int]:
+    """(events stored, events processed)."""
+    with unit_of_work(engine) as uow:
+        query = select(func.count(), func.count(Event.processed_at)).select_from(Event)
+        stored, processed = uow.session.execute(query).one()
+        return int(stored), int(processed)
+
+
 def count_profiles(engine: Engine, user_id: str) -> int:
     with unit_of_work(engine) as uow:
         query = select(func.count()).select_from(User).where(User.user_id == user_id)
         return int(uow.session.scalar(query) or 0)
+
+
+def new_write_key(engine: Engine, name: str | None = None) -> str:
+    with unit_of_work(engine) as uow:
+        return create_source(uow.session, name or f"source-{uuid.uuid4().hex[:8]}").write_key
+
+
+def events(engine: Engine) -> list[Event]:
+    with unit_of_work(engine) as uow:
+        return list(uow.session.scalars(select(Event).order_by(Event.id)))
+
+
+class LiveServer:
+    """The app served by uvicorn on a free loopback port, in a thread (for real HTTP clients)."""
+
+    def __init__(self, app: FastAPI):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        eventually(lambda: self.server.started, interval=0.02, what="uvicorn to start")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

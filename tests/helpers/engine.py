@@ -1,16 +1,10 @@
-"""Small rules folders for the rule engine's tests, and shorthands for simulator timelines.
-
-Each test writes only the rules it is about; the lifecycle, policy, event catalog and
-templates default to something neutral (no caps, no quiet hours) that a test can replace.
-"""
+"""Shorthands for the rule engine's tests: simulator timelines and what came of them, and the
+engine on a real database with an explicit clock. Rules folders come from
+tests.helpers.rules.RulePack."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import textwrap
-import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -18,8 +12,7 @@ from sqlalchemy.engine import Engine
 
 from service.engine import due
 from service.engine.index import RuleIndex
-from service.engine.loader import RuleSet, load_rules
-from service.engine.registry import SETTLE_SECONDS
+from service.engine.loader import RuleSet
 from service.ingest.schemas import parse_single
 from service.ingest.service import event_rows
 from service.kit.db import unit_of_work
@@ -28,76 +21,6 @@ from service.processing.service import process_events
 from service.processing.simulate import Outcome, Result, simulate
 
 START = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)  # a Monday, 10:00 UTC
-
-LIFECYCLE = """
-activation: {event: Product Used}
-engagement: {event: Product Used, at_least: 3, within: 7d}
-at_risk_after: 14d
-churned_after: 30d
-"""
-
-EVENTS = (
-    "Signed Up",
-    "Product Used",
-    "App Opened",
-    "Checkout Started",
-    "Order Completed",
-    "Plan Changed",
-    "Password Reset",
-    "Unsubscribed",
-)
-
-TEMPLATES = ("welcome", "nudge", "reminder", "winback", "thanks", "receipt", "promo_a", "promo_b")
-
-
-def write_rules(
-    folder: Path,
-    rules: str,
-    *,
-    policy: str = "{}",
-    lifecycle: str = LIFECYCLE,
-    events: tuple[str, ...] = EVENTS,
-) -> Path:
-    """A complete rules folder at `folder`; every template has an email, sms and push section
-    whose text is the template's name."""
-    (folder / "templates").mkdir(parents=True, exist_ok=True)
-    put(folder, "lifecycle.yaml", lifecycle)
-    put(folder, "policy.yaml", policy)
-    put(folder, "events.yaml", "events:\n" + "".join(f"  - {e}\n" for e in events))
-    for name in TEMPLATES:
-        put(
-            folder,
-            f"templates/{name}.yaml",
-            f"""
-            email: {{subject: "{name}", html: "<p>{name}</p>"}}
-            sms: {{body: "{name}"}}
-            push: {{title: "{name}", body: "{name}"}}
-            """,
-        )
-    put(folder, "rules.yaml", rules)
-    return folder
-
-
-def settled(path: Path) -> None:
-    """Age a just-written file past the registry's settling time, as if saved a while ago."""
-    past = time.time() - SETTLE_SECONDS - 1
-    os.utime(path, (past, past))
-
-
-def put(folder: Path, name: str, text: str) -> None:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-
-
-def ruleset(folder: Path, rules: str, **kwargs: Any) -> RuleSet:
-    return load_rules(write_rules(folder, rules, **kwargs))
-
-
-def version_of(rules: RuleSet, rule_id: str) -> str:
-    loaded = rules.rule(rule_id)
-    assert loaded is not None, rule_id
-    return loaded.version
 
 
 def identify(at: str = "0m", **traits: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from service.models import Device, Message, MessageStatusChange, Subscription, S
 SECRET = b"test-secret-key"  # the `settings` fixture's secret_key
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
 
-# One rule per topic, and a transactional one; templates come from engine_helpers.write_rules.
+# One rule per topic, and a transactional one; a RulePack (tests.helpers.rules) adds the rest.
 RULES = """
 rules:
   - id: invite
