@@ -20,8 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.delivery.endpoints import links_router
-from service.delivery.endpoints import router as delivery_router
+from service.delivery.deps import WebhookReceivers
+from service.delivery.endpoints import consent, links, messages
 from service.delivery.webhooks import router as webhooks_router
 from service.engine.endpoints import router as rules_router
 from service.engine.registry import RuleRegistry
@@ -31,9 +31,9 @@ from service.ingest.schemas import InvalidRequest
 from service.ingest.sources import SourceCache
 from service.ingest.writer import event_writer
 from service.kit.db import JobSender, create_async_db_engine
+from service.kit.deps import DatabaseEngine
 from service.kit.http import JSON
 from service.kit.settings import Settings
-from service.kit.state import AppState
 from service.processing.endpoints import router as erasure_router
 from service.users.endpoints import router as users_router
 
@@ -60,22 +60,25 @@ def create_app(settings: Settings, plumbing: Callable[[Settings], Plumbing]) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pipes = plumbing(settings)
         engine = create_async_db_engine(settings.database_url, settings.db_pool_size)
-        app.state.lifeline = AppState(
-            settings=settings,
-            engine=engine,
-            sources=SourceCache(engine, settings.source_cache_seconds),
-            writer=await event_writer(engine, settings.database_url, settings.db_pool_size),
-            dispatcher=EventDispatcher(pipes.send_job),
-            ping_broker=pipes.ping_broker,
-            rules=pipes.rules,
+        # What the endpoints' dependencies read (service.kit.deps and each domain's deps.py).
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.send_job = pipes.send_job
+        app.state.ping_broker = pipes.ping_broker
+        app.state.sources = SourceCache(engine, settings.source_cache_seconds)
+        app.state.event_writer = await event_writer(
+            engine, settings.database_url, settings.db_pool_size
         )
+        app.state.dispatcher = EventDispatcher(pipes.send_job)
+        app.state.rules = pipes.rules
+        app.state.webhook_receivers = WebhookReceivers(settings)
         await asyncio.to_thread(pipes.rules.reload_if_changed)  # load errors show at start
         pipes.start()
         try:
             yield
         finally:
-            await app.state.lifeline.dispatcher.close()
-            await app.state.lifeline.writer.close()
+            await app.state.dispatcher.close()
+            await app.state.event_writer.close()
             pipes.stop()
             await engine.dispose()
 
@@ -90,8 +93,9 @@ def create_app(settings: Settings, plumbing: Callable[[Settings], Plumbing]) -> 
     app.include_router(users_router)
     app.include_router(erasure_router)
     app.include_router(rules_router)
-    app.include_router(delivery_router)
-    app.include_router(links_router)
+    app.include_router(consent.router)
+    app.include_router(messages.router)
+    app.include_router(links.router)
     app.include_router(webhooks_router)
     _health_routes(app)
     _error_handlers(app)
@@ -104,18 +108,17 @@ def _health_routes(app: FastAPI) -> None:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="The database and the broker are reachable")
-    async def readyz(request: Request) -> JSON:
-        state: AppState = request.app.state.lifeline
+    async def readyz(request: Request, engine: DatabaseEngine) -> JSON:
         checks: dict[str, str] = {}
         try:
-            async with state.engine.connect() as conn:
+            async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
         except Exception as exc:
             log.warning("readiness: database unreachable: %s", type(exc).__name__)
             checks["database"] = "unreachable"
         try:
-            await asyncio.to_thread(state.ping_broker)
+            await asyncio.to_thread(request.app.state.ping_broker)
             checks["broker"] = "ok"
         except Exception as exc:
             log.warning("readiness: broker unreachable: %s", type(exc).__name__)

@@ -179,7 +179,7 @@ async def test_the_suppression_list_pages_newest_first(
         params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
         page = (await client.get("/v1/suppressions", headers=admin, params=params)).json()
         seen += [s["address"] for s in page["suppressions"]]
-        cursor = page["next_cursor"]
+        cursor = page["nextCursor"]
         if cursor is None:
             break
     assert seen == [f"p{n}@example.com" for n in reversed(range(5))]

@@ -91,7 +91,7 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    app.state.lifeline.webhook_adapters["fake-esp"] = FakeReceiver()
+    app.state.webhook_receivers.adapters["fake-esp"] = FakeReceiver()
     transport = httpx.ASGITransport(app=app)
     # Not the public URL: signatures must cover the URL the provider called.
     async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.7:8000") as client:

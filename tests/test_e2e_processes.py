@@ -110,7 +110,7 @@ def assert_profiles(api_url: str, sent: Sent) -> None:
             assert dt.datetime.fromisoformat(body["firstSeenAt"]) == min(sent.times[user_id])
             assert dt.datetime.fromisoformat(body["lastSeenAt"]) == max(sent.times[user_id])
             timeline = client.get(f"/v1/users/{user_id}/events", params={"limit": 500}).json()
-            assert timeline["next_cursor"] is None
+            assert timeline["nextCursor"] is None
             got = [e["messageId"] for e in timeline["events"]]
             assert len(got) == len(message_ids), f"{user_id}: {len(got)} events in the timeline"
             assert set(got) == message_ids

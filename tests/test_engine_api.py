@@ -126,7 +126,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
 
     write(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: nudgee"))
     settled(rules_dir / "rules.yaml")
-    app.state.lifeline.rules.reload_if_changed()
+    app.state.rules.reload_if_changed()
     status = await rules_status(client, admin)
     assert (status["version"], status["loadedAt"]) == (live.version, loaded_at)
     [error] = status["errors"]
@@ -139,7 +139,7 @@ async def test_a_broken_edit_keeps_the_last_good_rules_live(
 
     write(rules_dir, "rules.yaml", RULES.replace("template: nudge", "template: reminder"))
     settled(rules_dir / "rules.yaml")
-    app.state.lifeline.rules.reload_if_changed()
+    app.state.rules.reload_if_changed()
     fixed = load_rules(rules_dir)
     status = await rules_status(client, admin)
     assert (status["version"], status["errors"]) == (fixed.version, [])
@@ -166,7 +166,7 @@ async def test_events_wait_unprocessed_until_the_rules_are_fixed(
     assert all(e.processed_at is None for e in stored)
 
     write(rules_dir, "rules.yaml", RULES)
-    app.state.lifeline.rules.reload_if_changed()
+    app.state.rules.reload_if_changed()
     # Retried after a back-off, or sent again by the sweep: polled rather than joined.
     await wait_processed(engine, 2, timeout=15)
     assert [m.template for m in db_messages(engine)] == ["welcome"]
@@ -201,7 +201,7 @@ async def test_an_erased_user_enters_nothing_and_gets_nothing_more(
         assert uow.session.scalar(select(Device.id)) is None
 
     # Its journey's wait runs out: nothing is sent to the erased person (not even by push).
-    index = app.state.lifeline.rules.current()
+    index = app.state.rules.current()
     assert isinstance(index, RuleIndex)
     await asyncio.to_thread(run_due_journeys, engine, index, utcnow() + dt.timedelta(days=2))
     assert [m.template for m in db_messages(engine)] == ["welcome"]

@@ -90,7 +90,7 @@ async def test_the_message_list_pages_with_a_cursor(
         page = await get(client, admin, **params)
         seen += ids(page)
         pages += 1
-        cursor = page["next_cursor"]
+        cursor = page["nextCursor"]
         if cursor is None:
             break
     assert seen == made[::-1]

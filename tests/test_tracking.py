@@ -14,7 +14,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from service.delivery import endpoints, tracking
+from service.delivery import tracking
+from service.delivery.endpoints import links as link_endpoints
 from service.delivery.links import LinkClaims, secret_key
 from service.delivery.links import sign as sign_unsubscribe
 from service.delivery.tracking import Hit
@@ -276,7 +277,7 @@ async def test_the_redirect_works_when_the_click_cannot_be_recorded(
     def broken(*args: object) -> None:
         raise RuntimeError("database down")
 
-    monkeypatch.setattr(endpoints, "apply_reports", broken)
+    monkeypatch.setattr(link_endpoints, "apply_reports", broken)
     response = await client.get(urlsplit(links_in(markup)[0]).path)
     assert (response.status_code, response.headers["location"]) == (302, START)
     assert "could not record a tracked click" in caplog.text

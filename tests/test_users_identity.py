@@ -353,14 +353,14 @@ async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
 
     first = (await client.get("/v1/users/u-1/events", headers=admin, params={"limit": 5})).json()
     assert [e["name"] for e in first["events"]] == ["E22", "E21", "E20", "E19", "E18"]
-    assert first["next_cursor"] is not None
+    assert first["nextCursor"] is not None
 
     # Events arriving mid-walk neither shift nor repeat the pages still to come.
     await send(client, write_key, "track", {"userId": "u-1", "event": "New", "timestamp": at(50)})
     await embedded.processed(25)
 
     seen = list(first["events"])
-    cursor = first["next_cursor"]
+    cursor = first["nextCursor"]
     pages = 1
     while cursor is not None:
         response = await client.get(
@@ -370,7 +370,7 @@ async def test_timeline_pages_newest_first_without_gaps_or_duplicates(
         page = response.json()
         assert 1 <= len(page["events"]) <= 5
         seen.extend(page["events"])
-        cursor = page["next_cursor"]
+        cursor = page["nextCursor"]
         pages += 1
     assert pages == 5
     assert [e["name"] for e in seen] == [f"E{i:02d}" for i in range(22, -1, -1)]

@@ -17,19 +17,12 @@ from urllib.parse import urlsplit
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from service.delivery.accounts import configured_accounts
-from service.delivery.providers import (
-    Inbound,
-    ProviderConfigError,
-    WebhookReceiver,
-    WebhookRejected,
-    WebhookResult,
-    build_adapter,
-)
+from service.delivery.deps import Receivers
+from service.delivery.providers import Inbound, WebhookReceiver, WebhookRejected, WebhookResult
 from service.delivery.receipts import apply_reports
-from service.kit.db import async_unit_of_work, utcnow
+from service.kit.db import utcnow
+from service.kit.deps import AppSettings, UnitOfWork
 from service.kit.http import JSON
-from service.kit.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -37,39 +30,6 @@ router = APIRouter(tags=["webhooks"])
 
 MAX_BODY_BYTES = 1_000_000
 CONFIRM_TIMEOUT_SECONDS = 5.0
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.lifeline
-    return state
-
-
-async def _receiver(state: AppState, account: str) -> WebhookReceiver:
-    """The account's adapter, built on its first webhook and kept (with the error, when it
-    cannot be built, so a misconfiguration is logged once and not rebuilt per request)."""
-    adapter = state.webhook_adapters.get(account)
-    if adapter is None:
-        try:
-            if state.webhook_accounts is None:  # read once: unknown names cost nothing more
-                state.webhook_accounts = configured_accounts(state.settings)
-            found = state.webhook_accounts.get(account)
-            if found is None:
-                raise HTTPException(status_code=404, detail=f"no provider account {account!r}")
-            adapter = await asyncio.to_thread(build_adapter, found, state.settings)
-        except (ProviderConfigError, LookupError) as exc:
-            log.error("provider account %s cannot receive webhooks: %s", account, exc)
-            adapter = ProviderConfigError(str(exc))
-        state.webhook_adapters[account] = adapter
-    if isinstance(adapter, ProviderConfigError):
-        raise HTTPException(
-            status_code=503,
-            detail=f"provider account {account!r} is not configured correctly; see the log",
-        )
-    if not isinstance(adapter, WebhookReceiver):
-        raise HTTPException(
-            status_code=404, detail=f"account {account!r} takes no delivery webhooks"
-        )
-    return adapter
 
 
 async def _body(request: Request) -> bytes:
@@ -86,10 +46,10 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _public_url(state: AppState, request: Request) -> str:
+def _public_url(public_url: str, request: Request) -> str:
     """The URL the provider called (and signed), not the one behind a proxy."""
     query = request.url.query
-    path = state.settings.public_url.rstrip("/") + request.url.path
+    path = public_url.rstrip("/") + request.url.path
     return f"{path}?{query}" if query else path
 
 
@@ -110,23 +70,9 @@ async def _confirm(account: str, url: str) -> None:
     log.info("%s: subscription confirmed at %s", account, urlsplit(url).hostname)
 
 
-@router.post(
-    "/v1/webhooks/{account}",
-    summary="Delivery reports from a provider account (signed by the provider)",
-    responses={
-        401: {"description": "the signature does not verify; nothing changed"},
-        404: {"description": "no such account, or it takes no webhooks"},
-    },
-)
-async def receive(account: str, request: Request) -> Response:
-    state = _state(request)
-    receiver = await _receiver(state, account)
-    inbound = Inbound(
-        url=_public_url(state, request),
-        headers={name.lower(): value for name, value in request.headers.items()},
-        body=await _body(request),
-        method=request.method,
-    )
+async def _verify(account: str, receiver: WebhookReceiver, inbound: Inbound) -> None:
+    """401 for a request the provider did not sign; 503 when the signature cannot be checked
+    now, so the provider sends it again."""
     try:
         await asyncio.to_thread(receiver.verify_webhook, inbound)
     except WebhookRejected as exc:
@@ -144,6 +90,31 @@ async def receive(account: str, request: Request) -> Response:
         raise HTTPException(
             status_code=503, detail="the signature cannot be checked now; send it again later"
         ) from None
+
+
+@router.post(
+    "/v1/webhooks/{account}",
+    summary="Delivery reports from a provider account (signed by the provider)",
+    responses={
+        401: {"description": "the signature does not verify; nothing changed"},
+        404: {"description": "no such account, or it takes no webhooks"},
+    },
+)
+async def receive(
+    account: str,
+    request: Request,
+    receivers: Receivers,
+    settings: AppSettings,
+    uow: UnitOfWork,
+) -> Response:
+    receiver = await receivers.receiver(account)
+    inbound = Inbound(
+        url=_public_url(settings.public_url, request),
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=await _body(request),
+        method=request.method,
+    )
+    await _verify(account, receiver, inbound)
     try:
         result: WebhookResult = await asyncio.to_thread(receiver.parse_webhook, inbound)
     except ValueError as exc:
@@ -152,8 +123,7 @@ async def receive(account: str, request: Request) -> Response:
         await _confirm(account, result.confirm_url)
     summary = {"success": True, "applied": 0, "duplicates": 0, "unknown": 0}
     if result.reports:
-        async with async_unit_of_work(state.engine, state.dispatcher.send_job) as uow:
-            applied = await uow.session.run_sync(apply_reports, account, result.reports, utcnow())
+        applied = await uow.session.run_sync(apply_reports, account, result.reports, utcnow())
         summary.update(applied.__dict__)
         log.info(
             "webhook from %s: %d applied, %d duplicates, %d unknown",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from service.ingest.deps import Dispatcher, Sources, Writer
 from service.ingest.schemas import (
     CALL_TYPES,
     MAX_REQUEST_BYTES,
@@ -22,7 +23,6 @@ from service.ingest.schemas import (
 from service.ingest.service import event_rows
 from service.kit.db import utcnow
 from service.kit.http import JSON
-from service.kit.state import AppState
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
 
@@ -110,9 +110,9 @@ def _refuse_nul(payload: Any) -> None:
         raise InvalidRequest(400, f"{where}{entry['field']}: {entry['message']}", [entry])
 
 
-async def _authenticate(request: Request, state: AppState) -> int:
+async def _source_id(request: Request, sources: Sources) -> int:
     key = _write_key(request)
-    source_id = await state.sources.source_id(key) if key else None
+    source_id = await sources.source_id(key) if key else None
     if source_id is None:
         raise InvalidRequest(
             401, "missing, unknown or revoked write key (send it as the Basic auth username)"
@@ -120,34 +120,41 @@ async def _authenticate(request: Request, state: AppState) -> int:
     return source_id
 
 
+# The source whose write key the request carries; a 401 without one.
+SourceId = Annotated[int, Depends(_source_id)]
+
+
 async def _accept(
-    request: Request, calls: list[Call], source_id: int, envelope: BatchEnvelope | None = None
+    writer: Writer,
+    dispatcher: Dispatcher,
+    calls: list[Call],
+    source_id: int,
+    envelope: BatchEnvelope | None = None,
 ) -> JSON:
     """Commit the new events, answer 200, and hand them to the workers (see dispatch.py)."""
-    state: AppState = request.app.state.lifeline
-    new_ids = await state.writer.insert(event_rows(source_id, calls, utcnow(), envelope))
-    state.dispatcher.add(new_ids)
+    new_ids = await writer.insert(event_rows(source_id, calls, utcnow(), envelope))
+    dispatcher.add(new_ids)
     return OK
 
 
 @router.post("/batch", summary="Send many calls in one request (what Segment's libraries use)")
-async def batch(request: Request) -> JSON:
-    state: AppState = request.app.state.lifeline
-    source_id = await _authenticate(request, state)
+async def batch(
+    request: Request, source_id: SourceId, writer: Writer, dispatcher: Dispatcher
+) -> JSON:
     payload = _load_json(await _read_body(request))
     items = payload.get("batch") if isinstance(payload, dict) else None
     sizes = [len(orjson.dumps(item)) for item in items] if isinstance(items, list) else []
     envelope, calls = parse_batch(payload, sizes)
-    return await _accept(request, calls, source_id, envelope)
+    return await _accept(writer, dispatcher, calls, source_id, envelope)
 
 
 def _single_endpoint(call_type: str) -> Any:
-    async def endpoint(request: Request) -> JSON:
-        state: AppState = request.app.state.lifeline
-        source_id = await _authenticate(request, state)
+    async def endpoint(
+        request: Request, source_id: SourceId, writer: Writer, dispatcher: Dispatcher
+    ) -> JSON:
         body = await _read_body(request)
         calls = parse_single(_load_json(body), call_type, len(body))
-        return await _accept(request, calls, source_id)
+        return await _accept(writer, dispatcher, calls, source_id)
 
     endpoint.__name__ = call_type
     return endpoint

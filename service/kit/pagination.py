@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException, Query
 
 T = TypeVar("T")
 
 
-def before_id(cursor: str | None) -> int | None:
+async def _before_id(
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
+) -> int | None:
     """The id a page continues before; 400 for anything this API did not hand out."""
     if cursor is None:
         return None
@@ -18,6 +20,10 @@ def before_id(cursor: str | None) -> int | None:
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise HTTPException(status_code=400, detail="cursor: not a cursor from this API")
     return int(cursor)
+
+
+# The `cursor` query parameter, as the id its page continues before.
+BeforeId = Annotated[int | None, Depends(_before_id)]
 
 
 def page(rows: Sequence[T], limit: int, id_of: Callable[[T], int]) -> tuple[list[T], str | None]:

@@ -64,7 +64,7 @@ async def full_timeline(
         assert response.status_code == 200, response.text
         page = response.json()
         found.extend(page["events"])
-        cursor = page["next_cursor"]
+        cursor = page["nextCursor"]
         if cursor is None:
             return found
 
