@@ -107,7 +107,7 @@ def embedded(
 ) -> EmbeddedWorker:
     """The app's embedded worker: `await embedded.join()` waits for the jobs handed to it."""
     [worker] = embedded_workers
-    return EmbeddedWorker(worker, app.state.lifeline.dispatcher, engine)
+    return EmbeddedWorker(worker, app.state.dispatcher, engine)
 
 
 @pytest.fixture
