@@ -25,6 +25,7 @@ from service.delivery.endpoints import consent, links, messages
 from service.delivery.webhooks import router as webhooks_router
 from service.engine.endpoints import router as rules_router
 from service.engine.registry import RuleRegistry
+from service.ingest.deps import Ingestion
 from service.ingest.dispatch import EventDispatcher
 from service.ingest.endpoints import router as ingest_router
 from service.ingest.schemas import InvalidRequest
@@ -65,11 +66,11 @@ def create_app(settings: Settings, plumbing: Callable[[Settings], Plumbing]) -> 
         app.state.engine = engine
         app.state.send_job = pipes.send_job
         app.state.ping_broker = pipes.ping_broker
-        app.state.sources = SourceCache(engine, settings.source_cache_seconds)
-        app.state.event_writer = await event_writer(
-            engine, settings.database_url, settings.db_pool_size
+        app.state.ingestion = Ingestion(
+            SourceCache(engine, settings.source_cache_seconds),
+            await event_writer(engine, settings.database_url, settings.db_pool_size),
+            EventDispatcher(pipes.send_job),
         )
-        app.state.dispatcher = EventDispatcher(pipes.send_job)
         app.state.rules = pipes.rules
         app.state.webhook_receivers = WebhookReceivers(settings)
         await asyncio.to_thread(pipes.rules.reload_if_changed)  # load errors show at start
@@ -77,8 +78,7 @@ def create_app(settings: Settings, plumbing: Callable[[Settings], Plumbing]) -> 
         try:
             yield
         finally:
-            await app.state.dispatcher.close()
-            await app.state.event_writer.close()
+            await app.state.ingestion.close()
             pipes.stop()
             await engine.dispose()
 

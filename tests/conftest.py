@@ -107,7 +107,7 @@ def embedded(
 ) -> EmbeddedWorker:
     """The app's embedded worker: `await embedded.join()` waits for the jobs handed to it."""
     [worker] = embedded_workers
-    return EmbeddedWorker(worker, app.state.dispatcher, engine)
+    return EmbeddedWorker(worker, app.state.ingestion.dispatcher, engine)
 
 
 @pytest.fixture

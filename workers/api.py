@@ -4,6 +4,8 @@ threads."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
 import threading
 
@@ -23,12 +25,28 @@ EMBEDDED_WORKER_THREADS = 4
 
 
 def create_api(settings: Settings | None = None) -> FastAPI:
-    """The app; without settings (uvicorn's factory, one per API worker process) it reads
-    them from the environment and sets up logging itself."""
-    if settings is None:
-        settings = get_settings()
-        configure_logging(settings.log_level)
-    return create_app(settings, plumbing)
+    """The app; without settings (uvicorn's factory, one app per API worker process, living
+    as long as it) it reads them from the environment and sets up logging itself."""
+    if settings is not None:  # tests and code that embeds the app: many apps in one process
+        return create_app(settings, plumbing)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings, _lifelong_plumbing)
+
+
+def _lifelong_plumbing(settings: Settings) -> Plumbing:
+    """The plumbing of an app that lasts as long as its process: once it has started, what
+    start-up built is kept out of the garbage collector's sight (gc.freeze), so collections
+    stop walking every module and model, about a fifth of a /v1/track request's CPU."""
+    pipes = plumbing(settings)
+    start = pipes.start
+
+    def start_and_freeze() -> None:
+        start()
+        gc.collect()
+        gc.freeze()
+
+    return dataclasses.replace(pipes, start=start_and_freeze)
 
 
 def plumbing(settings: Settings) -> Plumbing:

@@ -1,34 +1,45 @@
-"""What the tracking endpoints are handed (FastAPI dependencies): the write-key cache, the
-event writer and the dispatcher, put on `app.state` by service.app when the app starts."""
+"""What the tracking endpoints use: the write-key cache, the event writer and the dispatcher,
+built by service.app when the app starts.
+
+Unlike the admin endpoints, the tracking endpoints read it from `app.state` themselves rather
+than through a FastAPI dependency: they take every event, and resolving a dependency costs
+about 10 us of CPU per request on FastAPI 0.165, some 4% of a whole /v1/track request
+(measured in-process on PostgreSQL).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from service.ingest.dispatch import EventDispatcher
-from service.ingest.sources import SourceCache
+from service.ingest.schemas import InvalidRequest
+from service.ingest.sources import SourceCache, write_key
 from service.ingest.writer import EventWriter
 
-# Coroutines, as in service.kit.deps: FastAPI would run a plain function in a thread.
+
+@dataclass
+class Ingestion:
+    sources: SourceCache
+    writer: EventWriter
+    dispatcher: EventDispatcher
+
+    async def source_id(self, request: Request) -> int:
+        """The source whose write key the request carries; a 401 without one."""
+        key = write_key(request)
+        source_id = await self.sources.source_id(key) if key else None
+        if source_id is None:
+            raise InvalidRequest(
+                401, "missing, unknown or revoked write key (send it as the Basic auth username)"
+            )
+        return source_id
+
+    async def close(self) -> None:
+        await self.dispatcher.close()
+        await self.writer.close()
 
 
-async def _sources(request: Request) -> SourceCache:
-    sources: SourceCache = request.app.state.sources
-    return sources
-
-
-async def _writer(request: Request) -> EventWriter:
-    writer: EventWriter = request.app.state.event_writer
-    return writer
-
-
-async def _dispatcher(request: Request) -> EventDispatcher:
-    dispatcher: EventDispatcher = request.app.state.dispatcher
-    return dispatcher
-
-
-Sources = Annotated[SourceCache, Depends(_sources)]
-Writer = Annotated[EventWriter, Depends(_writer)]
-Dispatcher = Annotated[EventDispatcher, Depends(_dispatcher)]
+def ingestion(request: Request) -> Ingestion:
+    found: Ingestion = request.app.state.ingestion
+    return found

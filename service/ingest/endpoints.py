@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import zlib
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from service.ingest.deps import Dispatcher, Sources, Writer
+from service.ingest.deps import Ingestion, ingestion
 from service.ingest.schemas import (
     CALL_TYPES,
     MAX_REQUEST_BYTES,
@@ -27,22 +25,6 @@ from service.kit.http import JSON
 router = APIRouter(prefix="/v1", tags=["tracking"])
 
 OK = JSON({"success": True})
-
-
-def _write_key(request: Request) -> str | None:
-    """Segment's libraries send the write key as the Basic username; Bearer is accepted too."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    scheme = scheme.lower()
-    if scheme == "bearer":
-        return value.strip() or None
-    if scheme == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[0] or None
-    return None
 
 
 async def _read_body(request: Request) -> bytes:
@@ -110,51 +92,33 @@ def _refuse_nul(payload: Any) -> None:
         raise InvalidRequest(400, f"{where}{entry['field']}: {entry['message']}", [entry])
 
 
-async def _source_id(request: Request, sources: Sources) -> int:
-    key = _write_key(request)
-    source_id = await sources.source_id(key) if key else None
-    if source_id is None:
-        raise InvalidRequest(
-            401, "missing, unknown or revoked write key (send it as the Basic auth username)"
-        )
-    return source_id
-
-
-# The source whose write key the request carries; a 401 without one.
-SourceId = Annotated[int, Depends(_source_id)]
-
-
 async def _accept(
-    writer: Writer,
-    dispatcher: Dispatcher,
-    calls: list[Call],
-    source_id: int,
-    envelope: BatchEnvelope | None = None,
+    ingest: Ingestion, calls: list[Call], source_id: int, envelope: BatchEnvelope | None = None
 ) -> JSON:
     """Commit the new events, answer 200, and hand them to the workers (see dispatch.py)."""
-    new_ids = await writer.insert(event_rows(source_id, calls, utcnow(), envelope))
-    dispatcher.add(new_ids)
+    new_ids = await ingest.writer.insert(event_rows(source_id, calls, utcnow(), envelope))
+    ingest.dispatcher.add(new_ids)
     return OK
 
 
 @router.post("/batch", summary="Send many calls in one request (what Segment's libraries use)")
-async def batch(
-    request: Request, source_id: SourceId, writer: Writer, dispatcher: Dispatcher
-) -> JSON:
+async def batch(request: Request) -> JSON:
+    ingest = ingestion(request)
+    source_id = await ingest.source_id(request)
     payload = _load_json(await _read_body(request))
     items = payload.get("batch") if isinstance(payload, dict) else None
     sizes = [len(orjson.dumps(item)) for item in items] if isinstance(items, list) else []
     envelope, calls = parse_batch(payload, sizes)
-    return await _accept(writer, dispatcher, calls, source_id, envelope)
+    return await _accept(ingest, calls, source_id, envelope)
 
 
 def _single_endpoint(call_type: str) -> Any:
-    async def endpoint(
-        request: Request, source_id: SourceId, writer: Writer, dispatcher: Dispatcher
-    ) -> JSON:
+    async def endpoint(request: Request) -> JSON:
+        ingest = ingestion(request)
+        source_id = await ingest.source_id(request)
         body = await _read_body(request)
         calls = parse_single(_load_json(body), call_type, len(body))
-        return await _accept(writer, dispatcher, calls, source_id)
+        return await _accept(ingest, calls, source_id)
 
     endpoint.__name__ = call_type
     return endpoint

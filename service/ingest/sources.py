@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
 import time
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
+from starlette.requests import Request
 
 from service.kit.db import utcnow
 from service.models import Source
@@ -86,3 +89,19 @@ class SourceCache:
                 self._entries.clear()
             self._entries[digest] = (source_id, now + self.ttl)
         return source_id
+
+
+def write_key(request: Request) -> str | None:
+    """Segment's libraries send the write key as the Basic username; Bearer is accepted too."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    return None
