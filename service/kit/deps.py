@@ -1,6 +1,6 @@
 """What kit hands to the endpoints as FastAPI dependencies: the settings, the database
 engine, a unit of work per request and the admin check. service.app puts the objects on
-`app.state` when the app starts; the domains' own dependencies (e.g. service.ingest.deps)
+`app.state` when the app starts; the domains' own dependencies (e.g. service.users.deps)
 read theirs the same way.
 """
 
