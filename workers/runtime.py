@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -61,3 +62,12 @@ def open_runtime(settings: Settings) -> Runtime:
         send_limits=build_send_limits(settings),
         providers=Providers(settings),
     )
+
+
+def freeze_startup_objects() -> None:
+    """Keep what start-up built (modules, models, the rule set, the runtime) out of the
+    garbage collector's sight for the rest of the process, so a collection no longer walks it
+    all: in the API that was about a fifth of a /v1/track request's CPU. Only for processes
+    that live as long as what they built (not for tests that build many apps in one)."""
+    gc.collect()
+    gc.freeze()

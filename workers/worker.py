@@ -13,7 +13,7 @@ import dramatiq
 from service.kit.logs import configure_logging
 from service.kit.settings import Settings
 from workers.actors import build_runtime
-from workers.runtime import Runtime
+from workers.runtime import Runtime, freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ def _child(settings: Settings, threads: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     runtime = build_runtime(settings)
+    runtime.rules.reload_if_changed()
+    freeze_startup_objects()
     worker = start_worker(runtime, threads)
     log.info("worker process ready: %d threads", threads)
     stop.wait()
