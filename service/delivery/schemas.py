@@ -13,20 +13,6 @@ from service.kit.schemas import Schema
 Channel = Literal["email", "sms", "push"]
 Topic = Literal["acquisition", "activation", "retention", "recall", "*"]
 SuppressibleChannel = Literal["email", "sms"]
-Status = Literal[
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "opened",
-    "clicked",
-    "bounced",
-    "complained",
-    "failed",
-    "skipped",
-    "unsubscribed",
-]
-
 
 # --- Subscriptions and the suppression list -----------------------------------------------
 

@@ -12,7 +12,6 @@ import difflib
 import functools
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from liquid import BoundTemplate, Environment, FalsyStrictUndefined
@@ -305,7 +304,3 @@ def _unknown_variable(segments: list[Any]) -> str | None:
 def _did_you_mean(word: str, choices: Any, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-
-
-def template_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.yaml")) if directory.is_dir() else []

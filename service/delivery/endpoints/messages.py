@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.delivery import messages
-from service.delivery.schemas import MessageDetail, MessageOut, Messages, Status
+from service.delivery.schemas import MessageDetail, MessageOut, Messages
 from service.kit import pagination
 from service.kit.deps import UnitOfWork, require_admin
 from service.kit.pagination import BeforeId
+from service.models import MessageStatus
 from service.users.deps import profile_or_404
 
 router = APIRouter(tags=["delivery"], dependencies=[Depends(require_admin)])
@@ -24,7 +25,7 @@ async def list_messages(
     uow: UnitOfWork,
     user: str | None = Query(default=None, description="a userId"),
     rule: str | None = Query(default=None, description="a rule id"),
-    status: Status | None = None,
+    status: MessageStatus | None = None,
     limit: int = Query(default=50, ge=1, le=500),
 ) -> Messages:
     profile_id = None if user is None else (await profile_or_404(uow.session, user)).id
